@@ -1,0 +1,19 @@
+"""The project's exceptions: one root, and a split between what is worth retrying and what is not."""
+
+from __future__ import annotations
+
+
+class ListenerError(Exception):
+    """Root of every error the listener raises on purpose."""
+
+
+class ConfigError(ListenerError):
+    """A setting is missing or malformed; the message names it."""
+
+
+class TransientError(ListenerError):
+    """A failure worth retrying: a lost connection, a timeout, a 5xx or 429 answer."""
+
+
+class PermanentError(ListenerError):
+    """A failure that ends the row as `failed`; the message is the reason a person reads."""

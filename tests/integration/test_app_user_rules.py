@@ -1,0 +1,246 @@
+"""What the database lets an app user do, and what the listener hears, after migration."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from tests.support.database import as_app_user, insert_model
+
+ADA = uuid.UUID("11111111-1111-1111-1111-111111111111")
+BO = uuid.UUID("22222222-2222-2222-2222-222222222222")
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(db_url)
+    yield connection
+    await connection.close()
+
+
+async def notifications_after(
+    db_url: str, channel: str, action: asyncpg.Connection, statement: str, *args: object
+) -> list[str]:
+    """The payloads a LISTENing connection receives on `channel` while `statement` commits."""
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(db_url)
+    try:
+        await listener.add_listener(channel, lambda *a: heard.put_nowait(a[3]))
+        await action.execute(statement, *args)
+        # A NOTIFY sent by a committed statement arrives promptly; give it a moment.
+        await asyncio.sleep(0.2)
+        return [heard.get_nowait() for _ in range(heard.qsize())]
+    finally:
+        await listener.close()
+
+
+async def test_pending_insert_notifies_its_id_and_other_statuses_do_not(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    insert = """
+        INSERT INTO public.ai_generated_models
+            (id, user_id, generation_type, prompt, model_name, storage_path, status)
+        VALUES ($1, $2, 'text_to_3d', 'a lamp', 'Lamp', '', $3)
+    """
+    pending_id = uuid.uuid4()
+    heard = await notifications_after(db_url, "listener_jobs", conn, insert, pending_id, ADA, "pending")
+    assert heard == [str(pending_id)]
+
+    for status in ("processing", "completed"):
+        heard = await notifications_after(db_url, "listener_jobs", conn, insert, uuid.uuid4(), ADA, status)
+        assert heard == []
+    jobs = await conn.fetch("SELECT model_id FROM listener.jobs")
+    assert [r["model_id"] for r in jobs] == [pending_id]
+
+
+async def test_app_user_cannot_insert_for_someone_else_nor_see_their_rows(conn: asyncpg.Connection) -> None:
+    bo_model = await insert_model(conn, BO)
+    async with as_app_user(conn, ADA):
+        assert await conn.fetchval("SELECT count(*) FROM public.ai_generated_models") == 0
+        assert (
+            await conn.fetchval("SELECT count(*) FROM public.ai_generated_models WHERE id = $1", bo_model)
+            == 0
+        )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="row-level security"):
+        async with as_app_user(conn, ADA):
+            await insert_model(conn, BO)
+
+
+async def test_pending_insert_by_app_user_starts_clean(conn: asyncpg.Connection) -> None:
+    async with as_app_user(conn, ADA):
+        model_id = await conn.fetchval(
+            """
+            INSERT INTO public.ai_generated_models
+                (user_id, generation_type, prompt, model_name, storage_path, download_url, status)
+            VALUES ($1, 'text_to_3d', 'a lamp', 'Lamp', 'forged/path.glb',
+                    'https://evil.example/x.glb', 'pending')
+            RETURNING id
+            """,
+            ADA,
+        )
+    row = await conn.fetchrow("SELECT * FROM public.ai_generated_models WHERE id = $1", model_id)
+    assert (row["progress"], row["download_url"], row["storage_path"], row["error_message"]) == (
+        0,
+        None,
+        "",
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("status = 'completed'", "only change allowed now is cancelling"),
+        ("download_url = 'https://evil.example/x.glb'", "only change allowed now is cancelling"),
+        ("progress = 100", "written by the listener only"),
+        ("error_message = 'oops'", "written by the listener only"),
+        ("status = 'cancelled', prompt = 'changed'", "only change allowed now is cancelling"),
+    ],
+)
+async def test_owner_cannot_touch_what_the_listener_writes(
+    conn: asyncpg.Connection, assignment: str, message: str
+) -> None:
+    model_id = await insert_model(conn, ADA)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match=message):
+        async with as_app_user(conn, ADA):
+            await conn.execute(f"UPDATE public.ai_generated_models SET {assignment} WHERE id = $1", model_id)
+    assert (
+        await conn.fetchval("SELECT status FROM public.ai_generated_models WHERE id = $1", model_id)
+        == "pending"
+    )
+
+
+async def test_owner_cancels_a_pending_row_and_the_listener_hears_it(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    model_id = await insert_model(conn, ADA)
+    owner = await asyncpg.connect(db_url)
+    try:
+        await owner.execute("SELECT set_config('request.jwt.claims', $1, false)", f'{{"sub": "{ADA}"}}')
+        await owner.execute("SET ROLE authenticated")
+        heard = await notifications_after(
+            db_url,
+            "listener_cancels",
+            owner,
+            "UPDATE public.ai_generated_models SET status = 'cancelled' WHERE id = $1",
+            model_id,
+        )
+    finally:
+        await owner.close()
+    assert heard == [str(model_id)]
+    job = await conn.fetchrow("SELECT * FROM listener.jobs WHERE model_id = $1", model_id)
+    assert job["cancel_requested"] and job["outcome"] == "cancelled" and job["finished_at"] is not None
+
+
+async def test_owner_retries_a_failed_row_a_bounded_number_of_times(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    model_id = await insert_model(conn, ADA)
+    limit = await conn.fetchval("SELECT listener.max_owner_retries()")
+
+    async def listener_fails_it() -> None:
+        await conn.execute(
+            "UPDATE listener.jobs SET finished_at = now(), outcome = 'failed' WHERE model_id = $1", model_id
+        )
+        await conn.execute(
+            "UPDATE public.ai_generated_models SET status = 'failed', progress = 40, error_message = 'boom' "
+            "WHERE id = $1",
+            model_id,
+        )
+
+    for attempt in range(1, limit + 1):
+        await listener_fails_it()
+        async with as_app_user(conn, ADA):
+            await conn.execute(
+                "UPDATE public.ai_generated_models SET status = 'pending' WHERE id = $1", model_id
+            )
+        row = await conn.fetchrow("SELECT * FROM public.ai_generated_models WHERE id = $1", model_id)
+        assert (row["status"], row["progress"], row["error_message"]) == ("pending", 0, None)
+        job = await conn.fetchrow("SELECT * FROM listener.jobs WHERE model_id = $1", model_id)
+        assert job["finished_at"] is None and job["owner_retries"] == attempt
+
+    await listener_fails_it()
+    with pytest.raises(asyncpg.CheckViolationError, match="already retried"):
+        async with as_app_user(conn, ADA):
+            await conn.execute(
+                "UPDATE public.ai_generated_models SET status = 'pending' WHERE id = $1", model_id
+            )
+
+
+async def test_owner_keeps_todays_rules_on_rows_the_listener_does_not_own(conn: asyncpg.Connection) -> None:
+    old_path = await insert_model(conn, ADA, status="processing")
+    async with as_app_user(conn, ADA):
+        await conn.execute(
+            "UPDATE public.ai_generated_models SET status = 'completed', storage_path = 'a/b.glb', "
+            "download_url = 'https://cdn.example/b.glb' WHERE id = $1",
+            old_path,
+        )
+    assert (
+        await conn.fetchval("SELECT status FROM public.ai_generated_models WHERE id = $1", old_path)
+        == "completed"
+    )
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="written by the listener only"):
+        async with as_app_user(conn, ADA):
+            await conn.execute("UPDATE public.ai_generated_models SET progress = 50 WHERE id = $1", old_path)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only a failed model"):
+        async with as_app_user(conn, ADA):
+            await conn.execute(
+                "UPDATE public.ai_generated_models SET status = 'pending' WHERE id = $1", old_path
+            )
+
+
+async def test_listener_schema_is_out_of_reach_of_app_users(conn: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied for schema listener"):
+        async with as_app_user(conn, ADA):
+            await conn.fetch("SELECT * FROM listener.jobs")
+    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+        async with as_app_user(conn, ADA):
+            await conn.fetch("SELECT listener.job_priority($1)", ADA)
+
+
+async def test_app_user_rules_hold_on_the_existing_app_schema(app_db_url: str) -> None:
+    conn = await asyncpg.connect(app_db_url)
+    try:
+        async with as_app_user(conn, ADA):
+            model_id = await insert_model(conn, ADA)
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only change allowed now is cancelling"):
+            async with as_app_user(conn, ADA):
+                await conn.execute(
+                    "UPDATE public.ai_generated_models SET status = 'completed' WHERE id = $1", model_id
+                )
+        async with as_app_user(conn, ADA):
+            await conn.execute(
+                "UPDATE public.ai_generated_models SET status = 'cancelled' WHERE id = $1", model_id
+            )
+        assert (
+            await conn.fetchval("SELECT outcome FROM listener.jobs WHERE model_id = $1", model_id)
+            == "cancelled"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_progress_update_reaches_the_realtime_publication(conn: asyncpg.Connection) -> None:
+    model_id = await insert_model(conn, ADA)
+    slot = f"realtime_{uuid.uuid4().hex[:8]}"
+    await conn.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
+    try:
+        # Logical decoding reads only flushed WAL; the test cluster runs with synchronous_commit off.
+        await conn.execute("SET synchronous_commit = on")
+        await conn.execute("UPDATE public.ai_generated_models SET progress = 42 WHERE id = $1", model_id)
+        changes = await conn.fetch(
+            "SELECT data FROM pg_logical_slot_get_binary_changes($1, NULL, NULL, "
+            "'proto_version', '1', 'publication_names', 'supabase_realtime')",
+            slot,
+        )
+    finally:
+        await conn.execute("SELECT pg_drop_replication_slot($1)", slot)
+    kinds = [bytes(r["data"][:1]) for r in changes]
+    # pgoutput: R describes the relation, U carries the updated row with its new values.
+    assert b"R" in kinds and b"U" in kinds
+    update = next(bytes(r["data"]) for r in changes if r["data"][:1] == b"U")
+    assert str(model_id).encode() in update and b"42" in update
