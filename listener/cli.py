@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 import asyncpg
 
 from listener.errors import ConfigError
-from listener.logs import configure_logging
+from listener.logs import configure_logging, register_secret
 from listener.migrate import migrate
-from listener.settings import environment, load_database_url, redact_url
+from listener.service import serve
+from listener.settings import Settings, environment, load_database_url, load_settings, redact_url
 
 EXIT_CONFIG = 2
 
@@ -42,11 +46,41 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def register_secrets(settings: Settings) -> None:
+    """Keeps the database password and the storage secret out of every log line."""
+    register_secret(urlsplit(settings.database_url).password)
+    register_secret(settings.storage.secret_access_key)
+
+
+async def _serve_until_signalled(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)  # a second signal: leave now, the leases expire by themselves
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await serve(settings, stop)
+
+
+def cmd_run(_: argparse.Namespace) -> int:
+    """Serves until SIGTERM or SIGINT, then hands its work back and exits 0."""
+    settings = load_settings(environment())
+    configure_logging(settings.log_format)
+    register_secrets(settings)
+    asyncio.run(_serve_until_signalled(settings))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one sub-command per job."""
     parser = argparse.ArgumentParser(prog="listener", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply sql/ to DATABASE_URL").set_defaults(func=cmd_migrate)
+    commands.add_parser("run", help="serve: turn pending rows into models").set_defaults(func=cmd_run)
     return parser
 
 

@@ -21,7 +21,6 @@ max_wal_senders = 10
 max_replication_slots = 10
 max_connections = 400
 fsync = off
-synchronous_commit = off
 full_page_writes = off
 log_min_messages = warning
 """

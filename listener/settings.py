@@ -10,20 +10,9 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from listener.errors import ConfigError
+from listener.storage import StorageConfig
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class StorageSettings:
-    """Supabase Storage over its S3 protocol."""
-
-    endpoint_url: str
-    region: str
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    bucket: str
-    public_base_url: str
 
 
 @dataclass(frozen=True)
@@ -32,7 +21,7 @@ class Settings:
 
     database_url: str = field(repr=False)
     ai_url: str
-    storage: StorageSettings
+    storage: StorageConfig
     firebase_credentials: Path | None
     fcm_endpoint: str | None
     concurrency: int
@@ -138,7 +127,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     """Every setting of `listener run`; raises ConfigError naming the first bad one."""
     read = _Reader(env)
     supabase_url = read.url("SUPABASE_URL")
-    storage = StorageSettings(
+    storage = StorageConfig(
         endpoint_url=read.url("STORAGE_S3_ENDPOINT", f"{supabase_url}/storage/v1/s3"),
         region=read.text("STORAGE_S3_REGION"),
         access_key_id=read.text("STORAGE_S3_ACCESS_KEY_ID"),

@@ -10,6 +10,7 @@ CREATE TABLE listener.jobs (
     priority integer NOT NULL DEFAULT 0,
     -- The AI server's task id, stored before the first poll: a row that has one is resumed, never resubmitted.
     ai_task_id text,
+    submitted_at timestamptz,
     -- How many times a replica claimed this job, and how many polls in a row have failed.
     attempts integer NOT NULL DEFAULT 0,
     poll_failures integer NOT NULL DEFAULT 0,

@@ -95,6 +95,7 @@ BEGIN
         ON CONFLICT (model_id) DO UPDATE SET
             priority = excluded.priority,
             ai_task_id = NULL,
+            submitted_at = NULL,
             poll_failures = 0,
             owner_retries = j.owner_retries + 1,
             lease_owner = NULL,

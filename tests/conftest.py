@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
 from listener.embedded import EmbeddedPostgres
+from listener.local_s3 import LocalS3
+from listener.simulator import AISimulator, SimulatorConfig
 from tests.support.database import APP_TEMPLATE, FRESH_TEMPLATE, build_templates, database_from
+from tests.support.stack import Stack
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +46,22 @@ async def app_db_url(templates: str) -> AsyncIterator[str]:
     """The app's existing Supabase-shaped database, migrated, for this test alone."""
     async with database_from(templates, APP_TEMPLATE) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[LocalS3]:
+    """A local S3 server with the `ai-models` bucket, shared by the session (keys are per user)."""
+    with LocalS3() as server:
+        yield server
+
+
+@pytest.fixture
+async def stack(db_url: str, s3: LocalS3, tmp_path: Path) -> AsyncIterator[Stack]:
+    """A fresh database, a fresh AI simulator and the shared S3, for one end-to-end test."""
+    simulator = AISimulator(SimulatorConfig(duration_s=1.0, file_ttl_after_serve_s=0.5))
+    await simulator.start()
+    try:
+        yield Stack(db_url=db_url, simulator=simulator, s3=s3, spool_dir=tmp_path / "spool")
+    finally:
+        s3.stop_failing()
+        await simulator.stop()

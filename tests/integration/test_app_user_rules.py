@@ -229,8 +229,6 @@ async def test_progress_update_reaches_the_realtime_publication(conn: asyncpg.Co
     slot = f"realtime_{uuid.uuid4().hex[:8]}"
     await conn.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
     try:
-        # Logical decoding reads only flushed WAL; the test cluster runs with synchronous_commit off.
-        await conn.execute("SET synchronous_commit = on")
         await conn.execute("UPDATE public.ai_generated_models SET progress = 42 WHERE id = $1", model_id)
         changes = await conn.fetch(
             "SELECT data FROM pg_logical_slot_get_binary_changes($1, NULL, NULL, "

@@ -1,0 +1,165 @@
+"""The AI server edge: submit a generation, poll it, fetch its files (CONTRACTS.md section 2)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from listener.downloads import download
+from listener.errors import PermanentError, TransientError
+
+SUBMIT_PATH = "/v1/process/modelling"
+# Sent with every request; the AI server requires them. No user id: with one, the server
+# would insert a duplicate row of its own.
+_COMMON_FIELDS: dict[str, Any] = {
+    "output": {"format": "glb", "unit": "mm", "scale": 1},
+    "printer": {"device_uuid": None, "auto_slice": False, "print": False},
+    "metadata": {"source": "listener"},
+}
+_GLB_URL_FIELDS = ("glb_download_url", "download_url", "result_glb_url")
+_THUMBNAIL_URL_FIELDS = ("thumbnail_download_url", "thumbnail_url")
+# Result fields kept in generation_metadata: everything but the one-shot URLs.
+_NOT_KEPT = frozenset({*_GLB_URL_FIELDS, *_THUMBNAIL_URL_FIELDS, "stl_download_url"})
+
+
+class UnknownTask(TransientError):
+    """The AI server answered 500 for the task: it does not know it (or failed internally)."""
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """What is sent to the AI server for one row."""
+
+    task: str  # text_to_3d | image_to_3d
+    prompt: str | None = None
+    art_style: str | None = None
+    symmetry_mode: str | None = None
+    target_polycount: int | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The JSON fields of the request, optional ones only when set."""
+        body: dict[str, Any] = {"task": self.task}
+        for name in ("prompt", "art_style", "symmetry_mode", "target_polycount"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        return body | _COMMON_FIELDS
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """One poll's answer."""
+
+    status: str  # PENDING | IN_PROGRESS | SUCCEEDED | FAILED | CANCELED
+    progress: object
+    glb_url: str | None = None
+    stl_url: str | None = None
+    thumbnail_url: str | None = None
+    dimensions: dict[str, Any] | None = None
+    failure_reason: str | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """True once the task will not change any more."""
+        return self.status in ("SUCCEEDED", "FAILED", "CANCELED")
+
+
+class AIClient:
+    """HTTP client of the AI server; result files only from its own host or allowed ones."""
+
+    def __init__(
+        self, base_url: str, session: aiohttp.ClientSession, result_hosts: frozenset[str] = frozenset()
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.session = session
+        self.result_hosts = result_hosts | {urlsplit(self.base_url).hostname or ""}
+
+    async def submit(self, request: ModelRequest, image: tuple[Path, str, str] | None = None) -> str:
+        """Starts a generation; returns the task id. `image` is (file, filename, content type)."""
+        url = f"{self.base_url}{SUBMIT_PATH}"
+        params = {"async_mode": "true"}
+        try:
+            if image is None:
+                async with self.session.post(url, params=params, json=request.fields()) as response:
+                    envelope = await _envelope(response, "submitting the request")
+            else:
+                path, filename, content_type = image
+                with path.open("rb") as image_file:
+                    form = aiohttp.FormData()
+                    form.add_field("task", request.task)
+                    form.add_field("image_file", image_file, filename=filename, content_type=content_type)
+                    form.add_field("json", json.dumps(request.fields()), content_type="application/json")
+                    async with self.session.post(url, params=params, data=form) as response:
+                        envelope = await _envelope(response, "submitting the request")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientError(f"submitting to the AI server failed: {type(exc).__name__}") from exc
+        data = envelope.get("data") or {}
+        task_id = data.get("task_id") or envelope.get("task_id")
+        if not task_id:
+            raise TransientError("the AI server answered without a task id")
+        return str(task_id)
+
+    async def poll(self, task_id: str) -> TaskState:
+        """The task's current state."""
+        try:
+            async with self.session.get(f"{self.base_url}{SUBMIT_PATH}/{task_id}") as response:
+                if response.status == 500:
+                    raise UnknownTask(f"the AI server answered 500 for task {task_id}")
+                envelope = await _envelope(response, "polling the task")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransientError(f"polling the AI server failed: {type(exc).__name__}") from exc
+        return self._task_state(envelope.get("data") or {})
+
+    async def fetch(self, url: str, dest: Path, max_bytes: int, *, what: str) -> int:
+        """Streams one result file to `dest`; returns its size."""
+        return await download(self.session, url, dest, max_bytes, what=what)
+
+    def _task_state(self, data: dict[str, Any]) -> TaskState:
+        raw = data.get("raw") if isinstance(data.get("raw"), dict) else {}
+        task_error = raw.get("task_error") if isinstance(raw, dict) else None
+        reason = task_error.get("message") if isinstance(task_error, dict) else None
+        dimensions = data.get("dimensions")
+        return TaskState(
+            status=str(data.get("status", "")).upper(),
+            progress=data.get("progress"),
+            glb_url=self._result_url(data, _GLB_URL_FIELDS),
+            stl_url=self._result_url(data, ("stl_download_url",)),
+            thumbnail_url=self._result_url(data, _THUMBNAIL_URL_FIELDS),
+            dimensions=dimensions if isinstance(dimensions, dict) else None,
+            failure_reason=str(reason) if reason else None,
+            result={k: v for k, v in data.items() if k not in _NOT_KEPT},
+        )
+
+    def _result_url(self, data: dict[str, Any], names: tuple[str, ...]) -> str | None:
+        """The first usable URL among `names`: absolute, or a path joined to the server's URL."""
+        for name in names:
+            value = data.get(name)
+            if not isinstance(value, str) or not value:
+                continue
+            url = urljoin(self.base_url + "/", value) if value.startswith("/") else value
+            parts = urlsplit(url)
+            if parts.scheme in ("http", "https") and parts.hostname in self.result_hosts:
+                return url
+        return None
+
+
+async def _envelope(response: aiohttp.ClientResponse, doing: str) -> dict[str, Any]:
+    """The JSON envelope of a 200 answer; errors mapped to Transient or Permanent."""
+    if response.status in (408, 429) or response.status >= 500:
+        raise TransientError(f"{doing}: the AI server answered HTTP {response.status}")
+    try:
+        envelope = await response.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError) as exc:
+        raise TransientError(f"{doing}: the AI server answered something that is not JSON") from exc
+    if not isinstance(envelope, dict):
+        raise TransientError(f"{doing}: the AI server answered an unexpected shape")
+    if response.status >= 400 or envelope.get("status") == "error":
+        message = str(envelope.get("error") or f"HTTP {response.status}")
+        raise PermanentError(f"The AI server rejected the request: {message}")
+    return envelope

@@ -1,0 +1,230 @@
+"""The Postgres edge: a pool for the listener's statements; every query comes from queries.sql."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from listener.errors import TransientError
+from listener.queries import query
+
+T = TypeVar("T")
+
+# What a lost or restarting database raises; the statement is worth trying again.
+_CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+class DatabaseUnavailable(TransientError):
+    """The database could not be reached or dropped the connection."""
+
+
+def is_transaction_pooler(database_url: str) -> bool:
+    """True for Supabase's transaction pooler (port 6543), where LISTEN does not work."""
+    return urlsplit(database_url).port == 6543
+
+
+def connect_kwargs(database_url: str) -> dict[str, Any]:
+    """asyncpg options for this URL (no statement cache behind a transaction pooler)."""
+    kwargs: dict[str, Any] = {"dsn": database_url, "command_timeout": 30}
+    if is_transaction_pooler(database_url):
+        kwargs["statement_cache_size"] = 0
+    return kwargs
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A row this replica now holds a lease on, with what its coroutine needs."""
+
+    model_id: uuid.UUID
+    user_id: uuid.UUID
+    generation_type: str
+    prompt: str | None
+    source_image_url: str | None
+    art_style: str | None
+    symmetry_mode: str | None
+    target_polycount: float | None
+    model_name: str
+    progress: int
+    ai_task_id: str | None
+    attempts: int
+    poll_failures: int
+    submitted_age_s: float | None
+    queued_s: float
+
+
+@dataclass(frozen=True)
+class FinishedModel:
+    """A row that reached a terminal status: what the push needs."""
+
+    model_id: uuid.UUID
+    user_id: uuid.UUID
+    model_name: str
+    status: str
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class Results:
+    """The columns a completed row gets."""
+
+    storage_path: str
+    download_url: str
+    file_size: int
+    stl_storage_path: str | None
+    stl_download_url: str | None
+    thumbnail_url: str | None
+    model_dimensions: dict[str, Any] | None
+    generation_metadata: dict[str, Any]
+
+
+def _finished(row: asyncpg.Record | None) -> FinishedModel | None:
+    if row is None:
+        return None
+    return FinishedModel(row["id"], row["user_id"], row["model_name"], row["status"], row["error_message"])
+
+
+class Database:
+    """The listener's statements against Postgres, each mapped to the project's errors."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, database_url: str, *, max_size: int = 10) -> AsyncIterator[Database]:
+        """Opens a pool for the duration of the block."""
+        try:
+            pool = await asyncpg.create_pool(min_size=0, max_size=max_size, **connect_kwargs(database_url))
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"cannot connect to the database: {type(exc).__name__}") from exc
+        try:
+            yield cls(pool)
+        finally:
+            await pool.close()
+
+    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        try:
+            async with self.pool.acquire() as conn:
+                return await work(conn)
+        except _CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"database call failed: {type(exc).__name__}: {exc}") from exc
+
+    async def _fetchrow(self, name: str, *args: object) -> asyncpg.Record | None:
+        return await self._run(lambda conn: conn.fetchrow(query(name), *args))
+
+    async def _updated(self, name: str, *args: object) -> bool:
+        return await self._fetchrow(name, *args) is not None
+
+    async def ping(self) -> None:
+        """Raises DatabaseUnavailable unless a trivial statement succeeds."""
+        await self._run(lambda conn: conn.fetchval("SELECT 1"))
+
+    async def claim(self, owner: str, slots: int, per_user_limit: int, lease_s: float) -> list[ClaimedJob]:
+        """Leases up to `slots` claimable jobs to `owner`, fairly, in one transaction."""
+
+        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+            async with conn.transaction():
+                await conn.execute(query("claim_lock"))
+                rows: list[asyncpg.Record] = await conn.fetch(
+                    query("claim_jobs"), owner, slots, per_user_limit, lease_s
+                )
+                return rows
+
+        rows = await self._run(work)
+        return [
+            ClaimedJob(
+                model_id=r["model_id"],
+                user_id=r["user_id"],
+                generation_type=r["generation_type"],
+                prompt=r["prompt"],
+                source_image_url=r["source_image_url"],
+                art_style=r["art_style"],
+                symmetry_mode=r["symmetry_mode"],
+                target_polycount=float(r["target_polycount"]) if r["target_polycount"] is not None else None,
+                model_name=r["model_name"],
+                progress=r["progress"],
+                ai_task_id=r["ai_task_id"],
+                attempts=r["attempts"],
+                poll_failures=r["poll_failures"],
+                submitted_age_s=r["submitted_age_s"],
+                queued_s=r["queued_s"],
+            )
+            for r in rows
+        ]
+
+    async def renew_leases(
+        self, owner: str, model_ids: Sequence[uuid.UUID], lease_s: float
+    ) -> set[uuid.UUID]:
+        """Extends the leases still ours; returns their ids."""
+        if not model_ids:
+            return set()
+        rows = await self._run(
+            lambda conn: conn.fetch(query("renew_leases"), owner, list(model_ids), lease_s)
+        )
+        return {r["model_id"] for r in rows}
+
+    async def release_leases(self, owner: str) -> int:
+        """Hands every unfinished job of `owner` back; returns how many."""
+        rows = await self._run(lambda conn: conn.fetch(query("release_leases"), owner))
+        return len(rows)
+
+    async def release_lease(self, model_id: uuid.UUID, owner: str) -> None:
+        """Hands one job back so that a replica can take it up again."""
+        await self._run(lambda conn: conn.execute(query("release_lease"), model_id, owner))
+
+    async def record_task_id(self, model_id: uuid.UUID, owner: str, task_id: str) -> bool:
+        """Stores the AI task id before the first poll; False if the job is no longer ours."""
+        return await self._updated("record_task_id", model_id, owner, task_id)
+
+    async def forget_task_id(self, model_id: uuid.UUID, owner: str) -> bool:
+        """Clears a task id the AI server no longer knows; False if the job is no longer ours."""
+        return await self._updated("forget_task_id", model_id, owner)
+
+    async def record_poll_failures(self, model_id: uuid.UUID, owner: str, failures: int) -> bool:
+        """Stores the count of failed polls in a row; False if the job is no longer ours."""
+        return await self._updated("record_poll_failures", model_id, owner, failures)
+
+    async def write_progress(self, model_id: uuid.UUID, owner: str, progress: int) -> bool:
+        """Raises the row's progress; False if it was not raised (not ours, or not higher)."""
+        return await self._updated("write_progress", model_id, owner, progress)
+
+    async def complete(self, model_id: uuid.UUID, owner: str, results: Results) -> FinishedModel | None:
+        """Marks the row completed and ends its job in one statement; None if no longer ours."""
+        row = await self._fetchrow(
+            "complete_job",
+            model_id,
+            owner,
+            results.storage_path,
+            results.download_url,
+            results.file_size,
+            results.stl_storage_path,
+            results.stl_download_url,
+            results.thumbnail_url,
+            json.dumps(results.model_dimensions) if results.model_dimensions is not None else None,
+            json.dumps(results.generation_metadata),
+        )
+        return _finished(row)
+
+    async def fail(
+        self, model_id: uuid.UUID, owner: str, reason: str, metadata: dict[str, Any]
+    ) -> FinishedModel | None:
+        """Marks the row failed with `reason` and ends its job; None if no longer ours."""
+        return _finished(await self._fetchrow("fail_job", model_id, owner, reason, json.dumps(metadata)))

@@ -1,0 +1,344 @@
+"""One row's life, from claimed to completed or failed. It sees its clients only as Protocols."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from listener.ai_client import ModelRequest, TaskState, UnknownTask
+from listener.db import ClaimedJob, DatabaseUnavailable, FinishedModel, Results
+from listener.downloads import FileGone
+from listener.errors import ListenerError, PermanentError, TransientError
+from listener.glb import verify_glb
+from listener.logs import current_model_id
+from listener.progress import FETCHED, UPLOADED, ProgressReporter, from_ai_progress
+from listener.retry import RetryPolicy
+from listener.validation import SourceImage, ValidRequest, validate
+
+log = logging.getLogger(__name__)
+
+MAX_SOURCE_IMAGE_BYTES = 20 * 1024 * 1024
+# How often a result file that vanished (served once, then deleted) is asked for again.
+FETCH_ROUNDS = 3
+GLB_TYPE, STL_TYPE, PNG_TYPE = "model/gltf-binary", "application/octet-stream", "image/png"
+
+
+class LeaseLost(ListenerError):
+    """The job is no longer this replica's: cancelled, deleted, or taken over."""
+
+
+class JobStore(Protocol):
+    async def record_task_id(self, model_id: uuid.UUID, owner: str, task_id: str) -> bool: ...
+    async def record_poll_failures(self, model_id: uuid.UUID, owner: str, failures: int) -> bool: ...
+    async def write_progress(self, model_id: uuid.UUID, owner: str, progress: int) -> bool: ...
+    async def complete(self, model_id: uuid.UUID, owner: str, results: Results) -> FinishedModel | None: ...
+    async def fail(
+        self, model_id: uuid.UUID, owner: str, reason: str, metadata: dict[str, Any]
+    ) -> FinishedModel | None: ...
+    async def release_lease(self, model_id: uuid.UUID, owner: str) -> None: ...
+
+
+class ModelServer(Protocol):
+    async def submit(self, request: ModelRequest, image: tuple[Path, str, str] | None = None) -> str: ...
+    async def poll(self, task_id: str) -> TaskState: ...
+    async def fetch(self, url: str, dest: Path, max_bytes: int, *, what: str) -> int: ...
+
+
+class ObjectStore(Protocol):
+    async def upload_file(self, path: str, local_file: Path, content_type: str) -> int: ...
+    async def download(self, path: str, dest: Path, max_bytes: int) -> int: ...
+    def public_url(self, path: str) -> str: ...
+
+
+UrlFetcher = Callable[[str, Path, int], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """The part of the settings a row's coroutine uses."""
+
+    owner: str
+    bucket: str
+    public_base_url: str
+    source_hosts: frozenset[str]
+    poll_interval_s: float
+    max_poll_failures: int
+    generation_timeout_s: float
+    progress_interval_s: float
+    max_file_bytes: int
+    spool_dir: Path
+    retry: RetryPolicy
+
+
+@dataclass(frozen=True)
+class Clients:
+    """The outside systems a row's coroutine talks to."""
+
+    db: JobStore
+    ai: ModelServer
+    storage: ObjectStore
+    fetch_url: UrlFetcher
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a row's coroutine ended: completed, failed, cancelled, lost or released."""
+
+    outcome: str
+    finished: FinishedModel | None = None
+
+
+async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSettings) -> JobOutcome:
+    """Runs the row to its terminal status; the caller tells the user about `finished`."""
+    token = current_model_id.set(str(job.model_id))
+    spool = settings.spool_dir / str(job.model_id)
+    generation = Generation(job, clients, settings, spool)
+    try:
+        spool.mkdir(parents=True, exist_ok=True)
+        finished = await generation.run()
+    except LeaseLost:
+        log.info("job_lost")
+        return JobOutcome("lost")
+    except DatabaseUnavailable:
+        log.warning("job_released_database_unavailable")
+        await _release_quietly(clients.db, job.model_id, settings.owner)
+        return JobOutcome("released")
+    except PermanentError as exc:
+        finished = await generation.fail(str(exc))
+    except Exception:
+        log.exception("job_crashed")
+        finished = await generation.fail("The listener hit an unexpected error and stopped this generation.")
+    finally:
+        shutil.rmtree(spool, ignore_errors=True)
+        current_model_id.reset(token)
+    if finished is None:
+        return JobOutcome("lost")
+    return JobOutcome(finished.status, finished)
+
+
+async def _release_quietly(db: JobStore, model_id: uuid.UUID, owner: str) -> None:
+    with contextlib.suppress(TransientError):  # if it cannot be handed back, the lease expires
+        await db.release_lease(model_id, owner)
+
+
+class Generation:
+    """The steps of one row: validate, submit, poll, fetch, upload, complete."""
+
+    def __init__(self, job: ClaimedJob, clients: Clients, settings: GenerationSettings, spool: Path) -> None:
+        self.job = job
+        self.c = clients
+        self.s = settings
+        self.spool = spool
+        self.task_id = job.ai_task_id
+        self.poll_failures = job.poll_failures
+        self.started = time.monotonic()
+        self.progress = ProgressReporter(
+            self._write_progress, start=job.progress, interval_s=settings.progress_interval_s
+        )
+        age = job.submitted_age_s if job.ai_task_id is not None and job.submitted_age_s is not None else 0.0
+        self.deadline = time.monotonic() + settings.generation_timeout_s - age
+
+    async def run(self) -> FinishedModel | None:
+        request = validate(
+            self.job,
+            bucket=self.s.bucket,
+            public_base_url=self.s.public_base_url,
+            source_hosts=self.s.source_hosts,
+        )
+        if self.task_id is None:
+            await self._submit(request)
+        else:
+            log.info("job_resumed", extra={"ai_task_id": self.task_id, "attempt": self.job.attempts})
+        state = await self._poll_until_finished()
+        if state.status == "FAILED":
+            raise PermanentError(state.failure_reason or "The AI server reported that the generation failed.")
+        if state.status == "CANCELED":
+            raise PermanentError("The AI server cancelled the generation.")
+        results = await self._store_results(state)
+        finished = await self.c.db.complete(self.job.model_id, self.s.owner, results)
+        if finished is not None:
+            log.info("job_completed", extra={"file_size": results.file_size, "seconds": self._elapsed()})
+        return finished
+
+    async def fail(self, reason: str) -> FinishedModel | None:
+        """Marks the row failed with `reason`; None if the job was no longer ours."""
+        metadata: dict[str, Any] = {"ai_task_id": self.task_id} if self.task_id else {}
+        log.info("job_failed", extra={"reason": reason, "seconds": self._elapsed()})
+        try:
+            return await self.s.retry.call(
+                lambda: self.c.db.fail(self.job.model_id, self.s.owner, reason, metadata)
+            )
+        except TransientError:
+            log.warning("job_fail_not_recorded")
+            return None
+
+    # -- submit ---------------------------------------------------------------------------
+
+    async def _submit(self, request: ValidRequest) -> None:
+        image = await self._source_image(request.image) if request.image else None
+        try:
+            task_id = await self.s.retry.call(lambda: self.c.ai.submit(request.model, image))
+        except TransientError as exc:
+            raise PermanentError(
+                f"The AI server did not accept the request after several tries; the last error was: {exc}."
+            ) from exc
+        if not await self.c.db.record_task_id(self.job.model_id, self.s.owner, task_id):
+            raise LeaseLost
+        self.task_id = task_id
+        self.deadline = time.monotonic() + self.s.generation_timeout_s
+        log.info("job_submitted", extra={"ai_task_id": task_id, "task": request.model.task})
+
+    async def _source_image(self, image: SourceImage) -> tuple[Path, str, str]:
+        dest = self.spool / f"source-{image.filename}"
+        try:
+            if image.storage_path is not None:
+                path = image.storage_path
+                await self.s.retry.call(lambda: self.c.storage.download(path, dest, MAX_SOURCE_IMAGE_BYTES))
+            else:
+                assert image.url is not None
+                url = image.url
+                await self.s.retry.call(lambda: self.c.fetch_url(url, dest, MAX_SOURCE_IMAGE_BYTES))
+        except FileGone as exc:
+            raise PermanentError("The source image was not found at its URL.") from exc
+        except TransientError as exc:
+            raise PermanentError(f"The source image could not be fetched; the last error was: {exc}") from exc
+        return dest, image.filename, image.content_type
+
+    # -- poll -----------------------------------------------------------------------------
+
+    async def _poll_until_finished(self) -> TaskState:
+        while True:
+            state = await self._poll()
+            if state.finished:
+                return state
+            await self.progress.report(from_ai_progress(state.progress))
+            await asyncio.sleep(min(self.s.poll_interval_s, max(0.0, self.deadline - time.monotonic())))
+
+    async def _poll(self) -> TaskState:
+        """One successful poll, retrying failed ones with backoff up to the failure budget."""
+        assert self.task_id is not None
+        task_id = self.task_id
+        failures = self.poll_failures
+        # Failed polls back off from one poll interval up to eight, with jitter.
+        policy = RetryPolicy(
+            first_wait_s=self.s.poll_interval_s,
+            max_wait_s=min(60.0, 8 * self.s.poll_interval_s),
+            deadline_s=max(0.0, self.deadline - time.monotonic()),
+            max_attempts=max(1, self.s.max_poll_failures - failures),
+        )
+
+        async def poll_once() -> TaskState:
+            if time.monotonic() >= self.deadline:
+                raise PermanentError(f"Generation timed out after {_duration(self.s.generation_timeout_s)}.")
+            try:
+                return await self.c.ai.poll(task_id)
+            except TransientError as exc:
+                nonlocal failures
+                failures += 1
+                if not await self.c.db.record_poll_failures(self.job.model_id, self.s.owner, failures):
+                    raise LeaseLost from exc
+                log.warning("poll_failed", extra={"failures": failures, "error": str(exc)})
+                raise
+
+        try:
+            state = await policy.call(poll_once)
+        except TransientError as exc:
+            if time.monotonic() >= self.deadline:
+                raise PermanentError(
+                    f"Generation timed out after {_duration(self.s.generation_timeout_s)}."
+                ) from exc
+            if isinstance(exc, UnknownTask):
+                raise PermanentError(
+                    f"The AI server no longer knows this generation: {failures} polls in a row failed."
+                ) from exc
+            raise PermanentError(f"The AI server was unreachable for {failures} polls in a row.") from exc
+        if failures:
+            failures = 0
+            if not await self.c.db.record_poll_failures(self.job.model_id, self.s.owner, 0):
+                raise LeaseLost
+        self.poll_failures = failures
+        return state
+
+    # -- results --------------------------------------------------------------------------
+
+    async def _store_results(self, state: TaskState) -> Results:
+        glb, state = await self._fetch(state, "glb", required=True)
+        assert glb is not None
+        verify_glb(glb)
+        stl, state = await self._fetch(state, "stl", required=False)
+        thumbnail, state = await self._fetch(state, "thumbnail", required=False)
+        await self.progress.report(FETCHED, force=True)
+
+        base = f"{self.job.user_id}/generated-models/{self.job.model_id}"
+        glb_path = f"{base}.glb"
+        size = await self._upload(glb_path, glb, GLB_TYPE)
+        stl_path = f"{base}.stl" if stl else None
+        if stl and stl_path:
+            await self._upload(stl_path, stl, STL_TYPE)
+        thumbnail_path = f"{self.job.user_id}/thumbnails/{self.job.model_id}.png" if thumbnail else None
+        if thumbnail and thumbnail_path:
+            await self._upload(thumbnail_path, thumbnail, PNG_TYPE)
+        await self.progress.report(UPLOADED, force=True)
+        return Results(
+            storage_path=glb_path,
+            download_url=self.c.storage.public_url(glb_path),
+            file_size=size,
+            stl_storage_path=stl_path,
+            stl_download_url=self.c.storage.public_url(stl_path) if stl_path else None,
+            thumbnail_url=self.c.storage.public_url(thumbnail_path) if thumbnail_path else None,
+            model_dimensions=state.dimensions,
+            generation_metadata={"ai_task_id": self.task_id, "ai_result": state.result},
+        )
+
+    async def _fetch(self, state: TaskState, kind: str, *, required: bool) -> tuple[Path | None, TaskState]:
+        """Spools one result file; a file already gone is recovered by polling the task again."""
+        what = {"glb": "GLB model", "stl": "STL file", "thumbnail": "thumbnail"}[kind]
+        dest = self.spool / f"result.{kind}"
+        for _ in range(FETCH_ROUNDS):
+            url = getattr(state, f"{kind}_url")
+            if url is None:
+                if required:
+                    raise PermanentError(
+                        f"The AI server finished but offered no {what} the listener may fetch."
+                    )
+                return None, state
+            try:
+                await self.c.ai.fetch(url, dest, self.s.max_file_bytes, what=what)
+                return dest, state
+            except TransientError as exc:
+                log.warning("result_fetch_failed", extra={"kind": kind, "error": str(exc)})
+                gone = exc
+            state = await self._poll()
+            if state.status != "SUCCEEDED":
+                raise PermanentError(f"The AI server lost the finished model (status {state.status}).")
+        if not required:
+            return None, state
+        detail = "it was gone" if isinstance(gone, FileGone) else str(gone)
+        raise PermanentError(f"The {what} could not be fetched from the AI server ({detail}).")
+
+    async def _upload(self, path: str, local: Path, content_type: str) -> int:
+        try:
+            return await self.s.retry.call(lambda: self.c.storage.upload_file(path, local, content_type))
+        except TransientError as exc:
+            raise PermanentError(f"Storage kept failing the upload; the last answer was: {exc}") from exc
+
+    async def _write_progress(self, value: int) -> None:
+        await self.c.db.write_progress(self.job.model_id, self.s.owner, value)
+
+    def _elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} seconds"

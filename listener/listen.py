@@ -1,0 +1,101 @@
+"""LISTEN on a dedicated connection that reconnects forever and checks it still hears."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+import asyncpg
+
+from listener.db import connect_kwargs
+
+log = logging.getLogger(__name__)
+
+JOBS_CHANNEL = "listener_jobs"
+CANCELS_CHANNEL = "listener_cancels"
+
+
+class NotificationListener:
+    """Hands the ids notified on the job and cancel channels over; calls `on_connect` on each connect."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        on_job: Callable[[str], None],
+        on_cancel: Callable[[str], None],
+        on_connect: Callable[[], None],
+        check_interval_s: float = 10.0,
+        check_timeout_s: float = 5.0,
+        max_backoff_s: float = 10.0,
+    ) -> None:
+        self._database_url = database_url
+        self._handlers = {JOBS_CHANNEL: on_job, CANCELS_CHANNEL: on_cancel}
+        self._on_connect = on_connect
+        self._check_interval_s = check_interval_s
+        self._check_timeout_s = check_timeout_s
+        self._max_backoff_s = max_backoff_s
+        self._lost = asyncio.Event()
+        self.ready = False
+        self.reconnects = 0
+
+    async def run(self) -> None:
+        """Listens until cancelled; never gives up on the database."""
+        failures = 0
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(**connect_kwargs(self._database_url))
+                await self._register(conn)
+                if failures:
+                    log.info("listen_reconnected", extra={"after_failures": failures})
+                failures = 0
+                await self._watch(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                # One line when the trouble starts, then one every 20 attempts: no log flood.
+                if failures == 1 or failures % 20 == 0:
+                    log.warning(
+                        "listen_connection_lost",
+                        extra={"error": f"{type(exc).__name__}: {exc}", "failures": failures},
+                    )
+            finally:
+                self.ready = False
+                if conn is not None:
+                    conn.terminate()
+            self.reconnects += 1
+            delay = min(self._max_backoff_s, 0.05 * 2 ** min(failures, 10))
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+
+    async def _register(self, conn: asyncpg.Connection) -> None:
+        self._lost.clear()
+        conn.add_termination_listener(lambda _: self._lost.set())
+        for channel, handler in self._handlers.items():
+            await conn.add_listener(channel, _payload_to(handler))
+        self.ready = True
+        self._on_connect()
+
+    async def _watch(self, conn: asyncpg.Connection) -> None:
+        """Returns when the connection is lost or no longer listens to both channels."""
+        while True:
+            try:
+                await asyncio.wait_for(self._lost.wait(), timeout=self._check_interval_s)
+                raise ConnectionError("the LISTEN connection was closed")
+            except TimeoutError:
+                pass
+            channels = await asyncio.wait_for(
+                conn.fetch("SELECT pg_listening_channels() AS channel"), timeout=self._check_timeout_s
+            )
+            if not set(self._handlers) <= {r["channel"] for r in channels}:
+                raise ConnectionError("the LISTEN connection no longer listens to its channels")
+
+
+def _payload_to(handler: Callable[[str], None]) -> Callable[[object, int, str, str], None]:
+    def deliver(_conn: object, _pid: int, _channel: str, payload: str) -> None:
+        handler(payload)
+
+    return deliver

@@ -1,0 +1,129 @@
+"""`listener run`: wires the real clients together and serves until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+import aiohttp
+
+from listener.ai_client import AIClient
+from listener.db import Database, DatabaseUnavailable, is_transaction_pooler
+from listener.downloads import download
+from listener.generation import Clients, GenerationSettings, run_job
+from listener.notify import LogNotifier, Notifier
+from listener.retry import RetryPolicy
+from listener.settings import Settings, redact_url
+from listener.storage import Storage
+from listener.supervisor import Capacity, Supervisor
+
+log = logging.getLogger(__name__)
+
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=180)
+
+
+def replica_name() -> str:
+    """A lease owner name unique to this process: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def clear_spool(spool_dir: Path) -> None:
+    """Removes files a previous process left behind: no job of this process is there yet."""
+    if spool_dir.is_dir():
+        for child in spool_dir.iterdir():
+            shutil.rmtree(child, ignore_errors=True)
+    spool_dir.mkdir(parents=True, exist_ok=True)
+
+
+async def wait_for_database(db: Database) -> None:
+    """Returns once the database answers; a database that is down is waited for, never fatal."""
+    delay = 0.5
+    while True:
+        try:
+            await db.ping()
+            return
+        except DatabaseUnavailable as exc:
+            log.warning("database_unavailable", extra={"error": str(exc), "retry_in_s": delay})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    notifier: Notifier | None = None,
+    retry: RetryPolicy | None = None,
+    sweep_interval_s: float = 5.0,
+) -> Supervisor:
+    """Runs the listener until `stop` is set; returns the stopped supervisor (for its counts)."""
+    owner = replica_name()
+    log.info(
+        "listener_starting",
+        extra={"owner": owner, "database": redact_url(settings.database_url), "ai_url": settings.ai_url},
+    )
+    if is_transaction_pooler(settings.database_url):
+        log.warning(
+            "database_url_is_transaction_pooler",
+            extra={"hint": "LISTEN does not work on port 6543; use the direct or session-mode URL"},
+        )
+    clear_spool(settings.spool_dir)
+    notifier = notifier or LogNotifier()
+    async with (
+        Database.connect(settings.database_url, max_size=min(20, settings.concurrency + 2)) as db,
+        aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
+        Storage(settings.storage) as storage,
+    ):
+        await wait_for_database(db)
+        clients = Clients(
+            db=db,
+            ai=AIClient(settings.ai_url, http),
+            storage=storage,
+            fetch_url=functools.partial(_fetch_source, http),
+        )
+        generation = GenerationSettings(
+            owner=owner,
+            bucket=settings.storage.bucket,
+            public_base_url=settings.storage.public_base_url,
+            source_hosts=settings.source_hosts,
+            poll_interval_s=settings.poll_interval_s,
+            max_poll_failures=settings.max_poll_failures,
+            generation_timeout_s=settings.generation_timeout_s,
+            progress_interval_s=settings.progress_interval_s,
+            max_file_bytes=settings.max_file_bytes,
+            spool_dir=settings.spool_dir,
+            retry=retry or RetryPolicy(),
+        )
+        capacity = Capacity(
+            owner=owner,
+            concurrency=settings.concurrency,
+            per_user_limit=settings.per_user_limit,
+            lease_s=settings.lease_s,
+            sweep_interval_s=sweep_interval_s,
+        )
+        supervisor = Supervisor(
+            db,
+            settings.database_url,
+            capacity,
+            run_job=functools.partial(run_job, clients=clients, settings=generation),
+            notify=notifier.model_finished,
+        )
+        await supervisor.start()
+        log.info("listener_started", extra={"concurrency": settings.concurrency})
+        try:
+            await stop.wait()
+        finally:
+            log.info("listener_stopping", extra={"in_flight": len(supervisor.running)})
+            await supervisor.stop()
+    log.info("listener_stopped")
+    return supervisor
+
+
+async def _fetch_source(http: aiohttp.ClientSession, url: str, dest: Path, max_bytes: int) -> int:
+    return await download(http, url, dest, max_bytes, what="source image")

@@ -1,0 +1,190 @@
+"""Claims rows as capacity allows and runs one supervised coroutine per row."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from listener.db import ClaimedJob, Database, FinishedModel
+from listener.errors import TransientError
+from listener.generation import JobOutcome
+from listener.listen import NotificationListener
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """How much one replica takes on, and for how long a lease lasts."""
+
+    owner: str
+    concurrency: int
+    per_user_limit: int
+    lease_s: float
+    # Looks for claimable rows this often even without a notification.
+    sweep_interval_s: float = 5.0
+
+
+JobRunner = Callable[[ClaimedJob], Coroutine[Any, Any, JobOutcome]]
+Notify = Callable[[FinishedModel], Coroutine[Any, Any, None]]
+# How long a stopping replica lets pushes that are under way finish.
+PUSH_GRACE_S = 10.0
+
+
+class Supervisor:
+    """The claim loop, the lease renewer and the dict of running rows, stopped as one."""
+
+    def __init__(
+        self, db: Database, database_url: str, capacity: Capacity, run_job: JobRunner, notify: Notify
+    ) -> None:
+        self.db = db
+        self.capacity = capacity
+        self.run_job = run_job
+        self.notify = notify
+        self.running: dict[uuid.UUID, asyncio.Task[JobOutcome]] = {}
+        # Pushes run apart from the rows' coroutines: cancelling a row never cuts one short.
+        self.pushing: set[asyncio.Task[None]] = set()
+        self.outcomes: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.listener = NotificationListener(
+            database_url, on_job=self._on_job, on_cancel=self._on_cancel, on_connect=self._on_connect
+        )
+        self._loops: list[asyncio.Task[None]] = []
+
+    @property
+    def free_slots(self) -> int:
+        """How many more rows this replica may take on now."""
+        return self.capacity.concurrency - len(self.running)
+
+    async def start(self) -> None:
+        """Starts listening, claiming, sweeping and renewing."""
+        self._loops = [
+            asyncio.create_task(self.listener.run(), name="listen"),
+            asyncio.create_task(self._claim_loop(), name="claim"),
+            asyncio.create_task(self._sweep_loop(), name="sweep"),
+            asyncio.create_task(self._renew_loop(), name="renew"),
+        ]
+
+    async def stop(self) -> None:
+        """Stops claiming, cancels every row's coroutine and hands the leases back at once."""
+        self._stopping = True
+        for loop in self._loops:
+            loop.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        tasks = list(self.running.values())
+        for task in tasks:
+            task.cancel()
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("job_stopped_with_error", exc_info=result)
+        if self.pushing:
+            await asyncio.wait(self.pushing, timeout=PUSH_GRACE_S)
+        try:
+            released = await self.db.release_leases(self.capacity.owner)
+            log.info("leases_released", extra={"count": released})
+        except TransientError as exc:
+            log.warning("leases_not_released", extra={"error": str(exc)})
+
+    # -- notifications ------------------------------------------------------------------
+
+    def _on_job(self, _payload: str) -> None:
+        # Only a hint: the claim reads the truth from the table. No slot, no wake-up.
+        if self.free_slots > 0:
+            self._wake.set()
+
+    def _on_cancel(self, payload: str) -> None:
+        try:
+            model_id = uuid.UUID(payload)
+        except ValueError:
+            return
+        task = self.running.get(model_id)
+        if task is not None:
+            log.info("job_cancel_requested", extra={"model_id": str(model_id)})
+            task.cancel()
+
+    def _on_connect(self) -> None:
+        # Notifications sent while disconnected are lost: look for work, and for cancels.
+        self._wake.set()
+        if self.running:
+            asyncio.get_running_loop().create_task(self._renew_once())
+
+    # -- loops --------------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.free_slots > 0 and not self._stopping:
+                asked = self.free_slots
+                try:
+                    jobs = await self.db.claim(
+                        self.capacity.owner, asked, self.capacity.per_user_limit, self.capacity.lease_s
+                    )
+                except TransientError as exc:
+                    log.warning("claim_failed", extra={"error": str(exc)})
+                    break
+                for job in jobs:
+                    self._start(job)
+                if len(jobs) < asked:
+                    break
+
+    def _start(self, job: ClaimedJob) -> None:
+        log.info(
+            "job_claimed",
+            extra={
+                "model_id": str(job.model_id),
+                "attempt": job.attempts,
+                "queued_s": round(job.queued_s, 4),
+            },
+        )
+        task = asyncio.create_task(self.run_job(job), name=f"job-{job.model_id}")
+        self.running[job.model_id] = task
+        task.add_done_callback(functools.partial(self._finished, job.model_id))
+
+    def _finished(self, model_id: uuid.UUID, task: asyncio.Task[JobOutcome]) -> None:
+        self.running.pop(model_id, None)
+        if task.cancelled():
+            outcome = "cancelled"
+        elif task.exception() is not None:
+            outcome = "crashed"
+            log.error("job_crashed", extra={"model_id": str(model_id)}, exc_info=task.exception())
+        else:
+            result = task.result()
+            outcome = result.outcome
+            if result.finished is not None:
+                push = asyncio.create_task(self.notify(result.finished), name=f"push-{model_id}")
+                self.pushing.add(push)
+                push.add_done_callback(self.pushing.discard)
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        if not self._stopping:
+            self._wake.set()
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.capacity.sweep_interval_s)
+            self._wake.set()
+
+    async def _renew_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.capacity.lease_s / 3)
+            await self._renew_once()
+
+    async def _renew_once(self) -> None:
+        """Extends the leases of running rows; a row that is no longer ours is stopped."""
+        ids = list(self.running)
+        try:
+            alive = await self.db.renew_leases(self.capacity.owner, ids, self.capacity.lease_s)
+        except TransientError as exc:
+            log.warning("lease_renewal_failed", extra={"error": str(exc)})
+            return
+        for model_id in ids:
+            task = self.running.get(model_id)
+            if model_id not in alive and task is not None:
+                log.info("job_lease_lost", extra={"model_id": str(model_id)})
+                task.cancel()

@@ -1,0 +1,104 @@
+"""The whole listener against real neighbours: Postgres, the AI simulator, a local S3."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from listener.local_s3 import LocalS3
+from listener.retry import RetryPolicy
+from listener.service import serve
+from listener.settings import Settings, load_settings
+from listener.simulator import AISimulator
+from listener.supervisor import Supervisor
+
+TERMINAL = ("completed", "failed", "cancelled")
+# Retries in tests wait no time; a failure budget is still spent attempt by attempt.
+NO_WAIT = RetryPolicy(deadline_s=30.0, max_attempts=4).scaled(0)
+
+
+@dataclass
+class Stack:
+    """The neighbours of one test, and the settings that point a listener at them."""
+
+    db_url: str
+    simulator: AISimulator
+    s3: LocalS3
+    spool_dir: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def env(self, **overrides: str) -> dict[str, str]:
+        """Environment variables for `listener run` in this stack."""
+        config = self.s3.config()
+        env = {
+            "DATABASE_URL": self.db_url,
+            "AI_PYTHON_URL": self.simulator.base_url,
+            "SUPABASE_URL": config.public_base_url,
+            "STORAGE_S3_ENDPOINT": config.endpoint_url,
+            "STORAGE_S3_REGION": config.region,
+            "STORAGE_S3_ACCESS_KEY_ID": config.access_key_id,
+            "STORAGE_S3_SECRET_ACCESS_KEY": config.secret_access_key,
+            "STORAGE_BUCKET": config.bucket,
+            "LISTENER_POLL_INTERVAL": "0.05",
+            "LISTENER_PROGRESS_INTERVAL": "0.3",
+            "LISTENER_LEASE_SECONDS": "3",
+            "LISTENER_CONCURRENCY": "20",
+            "LISTENER_PER_USER_LIMIT": "20",
+            "LISTENER_SPOOL_DIR": str(self.spool_dir),
+            "LISTENER_LOG_FORMAT": "json",
+        }
+        env.update(self.overrides)
+        env.update(overrides)
+        return env
+
+    def settings(self, **overrides: str) -> Settings:
+        """The settings a listener in this stack reads."""
+        return load_settings(self.env(**overrides))
+
+
+@dataclass
+class RunningListener:
+    """A listener serving in this event loop."""
+
+    stop: asyncio.Event
+    task: asyncio.Task[Supervisor]
+
+
+@asynccontextmanager
+async def running_listener(settings: Settings, **kwargs: object) -> AsyncIterator[RunningListener]:
+    """Serves `settings` in-process for the block; stops it the way SIGTERM does."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop, retry=NO_WAIT, sweep_interval_s=0.5, **kwargs))  # type: ignore[arg-type]
+    try:
+        yield RunningListener(stop, task)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def wait_for_status(
+    conn: asyncpg.Connection,
+    model_ids: list[uuid.UUID],
+    statuses: tuple[str, ...] = TERMINAL,
+    timeout_s: float = 30,
+) -> dict[uuid.UUID, asyncpg.Record]:
+    """Waits until every row has one of `statuses`; returns the rows. Fails after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = await conn.fetch(
+            "SELECT * FROM public.ai_generated_models WHERE id = ANY($1::uuid[])", model_ids
+        )
+        by_id = {r["id"]: r for r in rows}
+        if len(by_id) == len(model_ids) and all(r["status"] in statuses for r in rows):
+            return by_id
+        if time.monotonic() > deadline:
+            states = {str(k): (r["status"], r["progress"], r["error_message"]) for k, r in by_id.items()}
+            raise AssertionError(f"rows did not reach {statuses} within {timeout_s} s: {states}")
+        await asyncio.sleep(0.05)
