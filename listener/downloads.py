@@ -7,6 +7,7 @@ from pathlib import Path
 import aiohttp
 
 from listener.errors import PermanentError, TransientError
+from listener.sizes import human_size
 
 CHUNK_BYTES = 256 * 1024
 
@@ -41,4 +42,4 @@ async def download(session: aiohttp.ClientSession, url: str, dest: Path, max_byt
 
 
 def _too_large(what: str, max_bytes: int) -> str:
-    return f"The {what} is larger than the {max_bytes // (1024 * 1024)} MiB limit."
+    return f"The {what} is larger than the {human_size(max_bytes)} limit."

@@ -17,10 +17,10 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from listener.errors import PermanentError, TransientError
+from listener.sizes import MIB, human_size
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
 _MIN_PART_SIZE = 5 * MIB  # S3's floor for every part but the last
 _MAX_PARTS = 10_000  # S3's ceiling on parts per upload
 _CHUNK_SIZE = 1 * MIB  # download chunk written to disk at a time
@@ -256,7 +256,7 @@ class Storage:
             )
 
     async def _download(self, client: Any, path: str, dest: pathlib.Path, max_bytes: int) -> int:
-        too_large = PermanentError(f"The source image is larger than the {_size(max_bytes)} limit.")
+        too_large = PermanentError(f"The source image is larger than the {human_size(max_bytes)} limit.")
         try:
             answer = await client.get_object(Bucket=self._config.bucket, Key=path)
         except _STORAGE_ERRORS as exc:
@@ -313,7 +313,3 @@ def _translate(exc: BaseException, action: str) -> Exception:
     if isinstance(exc, OSError):
         return TransientError(f"The {action} failed on local disk: {exc.strerror or exc}.")
     return TransientError(f"Storage failed the {action} ({type(exc).__name__}).")
-
-
-def _size(n: int) -> str:
-    return f"{n / MIB:g} MB" if n >= MIB else f"{n} bytes"

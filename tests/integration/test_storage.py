@@ -14,7 +14,8 @@ import pytest
 
 from listener.errors import PermanentError, TransientError
 from listener.local_s3 import LocalS3
-from listener.storage import MIB, Storage, StorageConfig
+from listener.sizes import MIB
+from listener.storage import Storage, StorageConfig
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ from listener.service import serve
 from listener.settings import Settings, load_settings
 from listener.simulator import AISimulator
 from listener.supervisor import Supervisor
+from tests.support.database import as_app_user, insert_model
 
 TERMINAL = ("completed", "failed", "cancelled")
 # Retries in tests wait no time; a failure budget is still spent attempt by attempt.
@@ -72,10 +75,12 @@ class RunningListener:
 
 
 @asynccontextmanager
-async def running_listener(settings: Settings, **kwargs: object) -> AsyncIterator[RunningListener]:
+async def running_listener(
+    settings: Settings, *, sweep_interval_s: float = 0.5
+) -> AsyncIterator[RunningListener]:
     """Serves `settings` in-process for the block; stops it the way SIGTERM does."""
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, stop, retry=NO_WAIT, sweep_interval_s=0.5, **kwargs))  # type: ignore[arg-type]
+    task = asyncio.create_task(serve(settings, stop, retry=NO_WAIT, sweep_interval_s=sweep_interval_s))
     try:
         yield RunningListener(stop, task)
     finally:
@@ -101,4 +106,52 @@ async def wait_for_status(
         if time.monotonic() > deadline:
             states = {str(k): (r["status"], r["progress"], r["error_message"]) for k, r in by_id.items()}
             raise AssertionError(f"rows did not reach {statuses} within {timeout_s} s: {states}")
+        await asyncio.sleep(0.05)
+
+
+async def run_rows(stack: Stack, rows: list[dict[str, object]], **env: str) -> list[asyncpg.Record]:
+    """Inserts `rows` as their owners would, serves until all are terminal; returns them in order."""
+    conn = await asyncpg.connect(stack.db_url)
+    try:
+        ids = []
+        for row in rows:
+            fields = {"user_id": uuid.uuid4(), **row}
+            async with as_app_user(conn, fields["user_id"]):  # type: ignore[arg-type]
+                ids.append(await insert_model(conn, **fields))  # type: ignore[arg-type]
+        async with running_listener(stack.settings(**env)):
+            by_id = await wait_for_status(conn, ids)
+        return [by_id[i] for i in ids]
+    finally:
+        await conn.close()
+
+
+@asynccontextmanager
+async def listener_process(
+    stack: Stack, log_path: Path, **env: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`listener run` as its own process, logging to `log_path`; killed if still running at the end."""
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "listener",
+            "run",
+            env={**stack.env(**env), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await asyncio.wait_for(process.wait(), timeout=30)
+
+
+async def wait_until(conn: asyncpg.Connection, sql: str, *args: object, timeout_s: float = 20) -> None:
+    """Waits until `sql` returns true. Fails after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not await conn.fetchval(sql, *args):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s: {sql}")
         await asyncio.sleep(0.05)

@@ -1,0 +1,155 @@
+"""Bad input and failing neighbours: each row ends `failed` with a reason a person reads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from tests.support.stack import Stack, run_rows
+
+GOOD = {"prompt": "a small wooden boat"}
+
+
+@pytest.fixture
+async def image_host() -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTP server on 127.0.0.1 serving a PNG; yields its base URL and the paths it was asked for."""
+    asked: list[str] = []
+
+    async def image(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.Response(body=b"\\x89PNG\\r\\n\\x1a\\n fake", content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{name}", image)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield f"http://127.0.0.1:{port}", asked
+    await runner.cleanup()
+
+
+async def test_bad_requests_fail_with_plain_reasons_and_the_rest_are_served(
+    stack: Stack, image_host: tuple[str, list[str]]
+) -> None:
+    base_url, asked = image_host
+    localhost_url = base_url.replace("127.0.0.1", "localhost")
+    rows = await run_rows(
+        stack,
+        [
+            {"prompt": ""},
+            {"prompt": "x" * 10_000},
+            {"generation_type": "text_to_image", "prompt": "a cat"},
+            {"generation_type": "image_to_3d", "prompt": None, "source_image_url": f"{localhost_url}/a.png"},
+            {
+                "generation_type": "image_to_3d",
+                "prompt": None,
+                "source_image_url": "ftp://files.example/a.png",
+            },
+            {"generation_type": "image_to_3d", "prompt": None, "source_image_url": f"{base_url}/ok.png"},
+            {
+                "generation_type": "image_to_3d",
+                "prompt": None,
+                "source_image_url": "someone-else/source-images/a.png",
+            },
+            GOOD,
+        ],
+        LISTENER_SOURCE_HOSTS="127.0.0.1, images.example.com",
+    )
+    assert [(r["status"], r["error_message"]) for r in rows] == [
+        ("failed", "The prompt is empty."),
+        ("failed", "The prompt is too long: 10000 characters, the most the AI server accepts is 600."),
+        ("failed", "The generation type 'text_to_image' is not supported; use text_to_3d or image_to_3d."),
+        ("failed", "The source image is on localhost, which is not an allowed host."),
+        ("failed", "The source image must be a Storage path or an http(s) URL on an allowed host."),
+        ("completed", None),
+        ("failed", "The source image must be a Storage path in the owner's own folder."),
+        ("completed", None),
+    ]
+    # Only the allowed host was asked, once; the AI server saw only the two good requests.
+    assert asked == ["/ok.png"]
+    assert len(stack.simulator.submissions) == 2
+
+
+async def test_upstream_failure_ends_the_row_with_the_upstream_reason(stack: Stack) -> None:
+    failed, good = await run_rows(stack, [{"prompt": "a dragon [fail]"}, GOOD])
+    assert (failed["status"], failed["error_message"]) == ("failed", stack.simulator.config.failure_message)
+    assert json.loads(failed["generation_metadata"])["ai_task_id"] == stack.simulator.submissions[0].task_id
+    assert good["status"] == "completed"
+
+
+async def test_upstream_cancel_ends_the_row_failed(stack: Stack) -> None:
+    (row,) = await run_rows(stack, [{"prompt": "a dragon [cancel]"}])
+    assert (row["status"], row["error_message"]) == ("failed", "The AI server cancelled the generation.")
+
+
+async def test_ten_failed_polls_in_a_row_fail_the_row(stack: Stack) -> None:
+    stack.simulator.config.fail_polls_next_n = 1000
+    (row,) = await run_rows(stack, [GOOD])
+    assert (row["status"], row["error_message"]) == (
+        "failed",
+        "The AI server was unreachable for 10 polls in a row.",
+    )
+    assert sum(stack.simulator.polls.values()) == 10
+
+
+async def test_a_few_failed_polls_are_retried(stack: Stack) -> None:
+    stack.simulator.config.fail_polls_next_n = 4
+    (row,) = await run_rows(stack, [GOOD])
+    assert row["status"] == "completed"
+
+
+async def test_generation_timeout_fails_the_row(stack: Stack) -> None:
+    stack.simulator.config.duration_s = 60
+    (row,) = await run_rows(stack, [GOOD], LISTENER_GENERATION_TIMEOUT="1")
+    assert (row["status"], row["error_message"]) == ("failed", "Generation timed out after 1 second.")
+
+
+async def test_a_file_that_is_not_a_glb_fails_the_row(stack: Stack) -> None:
+    stack.simulator.config.bad_glb = True
+    (row,) = await run_rows(stack, [GOOD])
+    assert (row["status"], row["error_message"]) == (
+        "failed",
+        "The AI server returned a file that is not a GLB model.",
+    )
+
+
+async def test_a_truncated_glb_fails_the_row(stack: Stack) -> None:
+    stack.simulator.config.truncated_glb = True
+    (row,) = await run_rows(stack, [GOOD])
+    assert row["status"] == "failed"
+    assert row["error_message"].startswith("The AI server returned an incomplete GLB model")
+
+
+async def test_a_file_over_the_size_limit_fails_the_row(stack: Stack) -> None:
+    stack.simulator.config.glb_size = 64 * 1024
+    (row,) = await run_rows(stack, [GOOD], LISTENER_MAX_FILE_BYTES=str(32 * 1024))
+    assert (row["status"], row["error_message"]) == (
+        "failed",
+        "The GLB model is larger than the 32 KiB limit.",
+    )
+
+
+async def test_storage_errors_that_pass_are_retried(stack: Stack) -> None:
+    stack.s3.fail_requests(503, times=2)
+    (row,) = await run_rows(stack, [GOOD])
+    assert row["status"] == "completed"
+    assert stack.s3.failed_requests >= 2
+    assert stack.s3.read_object(row["storage_path"]) == next(iter(stack.simulator.produced.values()))["glb"]
+
+
+async def test_storage_errors_that_persist_fail_the_row(stack: Stack) -> None:
+    stack.s3.fail_requests(503)
+    (row,) = await run_rows(stack, [GOOD])
+    assert row["status"] == "failed"
+    assert row["error_message"].startswith("Storage kept failing the upload; the last answer was: ")
+
+
+async def test_storage_refusing_access_fails_the_row_at_once(stack: Stack) -> None:
+    stack.s3.fail_requests(403)
+    (row,) = await run_rows(stack, [GOOD])
+    assert (row["status"], row["error_message"]) == ("failed", "Storage refused the upload: access denied.")
