@@ -47,7 +47,8 @@ async def test_owner_retries_a_failed_row_and_it_completes(stack: Stack) -> None
             failed = await wait_for_status(conn, [model_id])
             async with as_app_user(conn, owner):
                 await conn.execute(
-                    "UPDATE public.ai_generated_models SET status = 'pending', prompt = 'a teapot' WHERE id = $1",
+                    "UPDATE public.ai_generated_models SET status = 'pending', prompt = 'a teapot' "
+                    "WHERE id = $1",
                     model_id,
                 )
             completed = await wait_for_status(conn, [model_id], statuses=("completed",))
@@ -73,7 +74,8 @@ async def test_per_user_limit_holds_and_others_are_not_starved(stack: Stack) -> 
         async with running_listener(stack.settings(LISTENER_PER_USER_LIMIT="1")):
             for _ in range(400):  # bounded: at most ~20 s
                 in_flight = await conn.fetchval(
-                    "SELECT count(*) FROM public.ai_generated_models WHERE user_id = $1 AND status = 'processing'",
+                    "SELECT count(*) FROM public.ai_generated_models "
+                    "WHERE user_id = $1 AND status = 'processing'",
                     busy,
                 )
                 most_in_flight = max(most_in_flight, in_flight)
