@@ -93,3 +93,28 @@ async def test_terminated_connections_lose_no_row(stack: Stack) -> None:
     assert {r["status"] for r in rows.values()} == {"completed"}
     assert len(stack.simulator.submissions) == 6
     assert listener.task.result().listener.reconnects >= 1
+
+
+async def test_sigterm_hands_the_lease_back_and_another_replica_resumes(stack: Stack, tmp_path: Path) -> None:
+    stack.simulator.config.duration_s = 3
+    conn = await asyncpg.connect(stack.db_url)
+    try:
+        (model_id,) = await insert_rows(conn, 1)
+        async with listener_process(stack, tmp_path / "first.log", LISTENER_LEASE_SECONDS="60") as first:
+            await wait_until(
+                conn, "SELECT ai_task_id IS NOT NULL FROM listener.jobs WHERE model_id = $1", model_id
+            )
+            first.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(first.wait(), timeout=20) == 0
+        job = await conn.fetchrow(
+            "SELECT lease_owner, finished_at FROM listener.jobs WHERE model_id = $1", model_id
+        )
+        assert (job["lease_owner"], job["finished_at"]) == (None, None)
+        # A 60 s lease was handed back at once: the next replica need not wait for it to expire.
+        async with listener_process(stack, tmp_path / "second.log", LISTENER_LEASE_SECONDS="60"):
+            rows = await wait_for_status(conn, [model_id], timeout_s=15)
+    finally:
+        await conn.close()
+    assert rows[model_id]["status"] == "completed"
+    assert len(stack.simulator.submissions) == 1
+    assert '"event": "leases_released"' in (tmp_path / "first.log").read_text()

@@ -1,0 +1,137 @@
+"""Benchmark: N rows through a real `listener run` process; prints timings, writes per row, peak memory.
+
+    python -m tests.benchmarks.end_to_end --rows 200 --duration 5
+
+Everything runs on this machine: an embedded Postgres, the AI simulator, a local S3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from listener.embedded import EmbeddedPostgres
+from listener.local_s3 import LocalS3
+from listener.migrate import migrate
+from listener.simulator import AISimulator, SimulatorConfig
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def bench(
+    rows: int, users: int, duration_s: float, poll_interval_s: float, concurrency: int
+) -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="listener-bench-"))
+    with EmbeddedPostgres() as pg, LocalS3() as s3:
+        conn = await asyncpg.connect(pg.dsn)
+        await migrate(conn)
+        simulator = AISimulator(
+            SimulatorConfig(duration_s=duration_s, file_ttl_after_serve_s=1.0, keep_produced=False)
+        )
+        await simulator.start()
+        storage = s3.config()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "DATABASE_URL": pg.dsn,
+            "AI_PYTHON_URL": simulator.base_url,
+            "SUPABASE_URL": storage.public_base_url,
+            "STORAGE_S3_ENDPOINT": storage.endpoint_url,
+            "STORAGE_S3_REGION": storage.region,
+            "STORAGE_S3_ACCESS_KEY_ID": storage.access_key_id,
+            "STORAGE_S3_SECRET_ACCESS_KEY": storage.secret_access_key,
+            "LISTENER_POLL_INTERVAL": str(poll_interval_s),
+            "LISTENER_CONCURRENCY": str(concurrency),
+            "LISTENER_PER_USER_LIMIT": str(concurrency),
+            "LISTENER_SPOOL_DIR": str(work / "spool"),
+        }
+        log = (work / "listener.log").open("wb")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "listener", "run", env=env, stdout=log, stderr=log
+        )
+        await asyncio.sleep(1.5)  # started and listening
+        updates_before = await conn.fetchval(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'ai_generated_models'"
+        )
+        owners = [uuid.uuid4() for _ in range(users)]
+        started = time.monotonic()
+        for n in range(rows):
+            await conn.execute(
+                "INSERT INTO public.ai_generated_models (user_id, generation_type, prompt, model_name, storage_path, status) "
+                "VALUES ($1, 'text_to_3d', $2, $3, '', 'pending')",
+                owners[n % users],
+                f"benchmark model {n}",
+                f"Model {n}",
+            )
+        deadline = time.monotonic() + duration_s * 4 + 120
+        while (
+            await conn.fetchval("SELECT count(*) FROM public.ai_generated_models WHERE status = 'completed'")
+            < rows
+        ):
+            if time.monotonic() > deadline or process.returncode is not None:
+                raise SystemExit("benchmark rows did not complete in time")
+            await asyncio.sleep(0.1)
+        wall_s = time.monotonic() - started
+        process.terminate()
+        await process.wait()
+        log.close()
+        await asyncio.sleep(0.7)  # statistics collector catches up
+        stats = await conn.fetchrow(
+            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'ai_generated_models'"
+        )
+        timings = await conn.fetch(
+            "SELECT extract(epoch FROM m.completed_at - m.created_at)::float8 AS end_to_end_s, "
+            "extract(epoch FROM j.claimed_at - j.enqueued_at)::float8 * 1000 AS claim_ms "
+            "FROM public.ai_generated_models m JOIN listener.jobs j ON j.model_id = m.id"
+        )
+        await conn.close()
+        await simulator.stop()
+        e2e = [r["end_to_end_s"] for r in timings]
+        claim = [r["claim_ms"] for r in timings]
+        peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        return {
+            "rows": rows,
+            "users": users,
+            "simulated_generation_s": duration_s,
+            "poll_interval_s": poll_interval_s,
+            "wall_s_all_rows": round(wall_s, 2),
+            "end_to_end_s_p50": round(statistics.median(e2e), 3),
+            "end_to_end_s_p95": round(percentile(e2e, 0.95), 3),
+            "end_to_end_s_max": round(max(e2e), 3),
+            "insert_to_claim_ms_p50": round(statistics.median(claim), 2),
+            "insert_to_claim_ms_p99": round(percentile(claim, 0.99), 2),
+            "row_writes_per_row": round((stats["n_tup_upd"] - updates_before) / rows, 2),
+            "ai_polls_per_row": round(sum(simulator.polls.values()) / rows, 1),
+            "listener_peak_rss_mib": round(peak_kib / 1024, 1),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=200)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--duration", type=float, default=5.0, help="simulated generation time, seconds")
+    parser.add_argument("--poll-interval", type=float, default=0.25)
+    parser.add_argument("--concurrency", type=int, default=500)
+    args = parser.parse_args()
+    result = asyncio.run(bench(args.rows, args.users, args.duration, args.poll_interval, args.concurrency))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
