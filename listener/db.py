@@ -41,9 +41,14 @@ def is_transaction_pooler(database_url: str) -> bool:
     return urlsplit(database_url).port == 6543
 
 
-def connect_kwargs(database_url: str) -> dict[str, Any]:
+def connect_kwargs(database_url: str, application_name: str = "listener") -> dict[str, Any]:
     """asyncpg options for this URL (no statement cache behind a transaction pooler)."""
-    kwargs: dict[str, Any] = {"dsn": database_url, "command_timeout": 30}
+    kwargs: dict[str, Any] = {
+        "dsn": database_url,
+        "command_timeout": 30,
+        # Shown in pg_stat_activity, so operators can tell the listener's connections apart.
+        "server_settings": {"application_name": application_name},
+    }
     if is_transaction_pooler(database_url):
         kwargs["statement_cache_size"] = 0
     return kwargs

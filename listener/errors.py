@@ -17,3 +17,8 @@ class TransientError(ListenerError):
 
 class PermanentError(ListenerError):
     """A failure that ends the row as `failed`; the message is the reason a person reads."""
+
+    def __init__(self, message: str, *, kind: str | None = None) -> None:
+        super().__init__(message)
+        # A short class of the reason for metrics (timeout, upstream, ...); None: the failing step's name.
+        self.kind = kind

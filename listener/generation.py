@@ -19,6 +19,7 @@ from listener.downloads import FileGone
 from listener.errors import ListenerError, PermanentError, TransientError
 from listener.glb import verify_glb
 from listener.logs import current_model_id
+from listener.metrics import Metrics
 from listener.progress import FETCHED, UPLOADED, ProgressReporter, from_ai_progress
 from listener.retry import RetryPolicy
 from listener.validation import SourceImage, ValidRequest, validate
@@ -86,14 +87,16 @@ class Clients:
     ai: ModelServer
     storage: ObjectStore
     fetch_url: UrlFetcher
+    metrics: Metrics
 
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How a row's coroutine ended: completed, failed, cancelled, lost or released."""
+    """How a row's coroutine ended: completed, failed, lost or released; why, if it failed."""
 
     outcome: str
     finished: FinishedModel | None = None
+    failure_kind: str | None = None
 
 
 async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSettings) -> JobOutcome:
@@ -112,16 +115,18 @@ async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSetting
         await _release_quietly(clients.db, job.model_id, settings.owner)
         return JobOutcome("released")
     except PermanentError as exc:
+        generation.failure_kind = exc.kind or generation.step
         finished = await generation.fail(str(exc))
     except Exception:
         log.exception("job_crashed")
+        generation.failure_kind = "internal"
         finished = await generation.fail("The listener hit an unexpected error and stopped this generation.")
     finally:
         shutil.rmtree(spool, ignore_errors=True)
         current_model_id.reset(token)
     if finished is None:
         return JobOutcome("lost")
-    return JobOutcome(finished.status, finished)
+    return JobOutcome(finished.status, finished, generation.failure_kind)
 
 
 async def _release_quietly(db: JobStore, model_id: uuid.UUID, owner: str) -> None:
@@ -139,6 +144,9 @@ class Generation:
         self.spool = spool
         self.task_id = job.ai_task_id
         self.poll_failures = job.poll_failures
+        # The step under way, named in metrics when it fails: validate, submit, poll, fetch, upload.
+        self.step = "validate"
+        self.failure_kind: str | None = None
         self.started = time.monotonic()
         self.progress = ProgressReporter(
             self._write_progress, start=job.progress, interval_s=settings.progress_interval_s
@@ -154,14 +162,18 @@ class Generation:
             source_hosts=self.s.source_hosts,
         )
         if self.task_id is None:
+            self.step = "submit"
             await self._submit(request)
         else:
             log.info("job_resumed", extra={"ai_task_id": self.task_id, "attempt": self.job.attempts})
+        self.step = "poll"
         state = await self._poll_until_finished()
         if state.status == "FAILED":
-            raise PermanentError(state.failure_reason or "The AI server reported that the generation failed.")
+            raise PermanentError(
+                state.failure_reason or "The AI server reported that the generation failed.", kind="upstream"
+            )
         if state.status == "CANCELED":
-            raise PermanentError("The AI server cancelled the generation.")
+            raise PermanentError("The AI server cancelled the generation.", kind="upstream")
         results = await self._store_results(state)
         finished = await self.c.db.complete(self.job.model_id, self.s.owner, results)
         if finished is not None:
@@ -237,10 +249,14 @@ class Generation:
 
         async def poll_once() -> TaskState:
             if time.monotonic() >= self.deadline:
-                raise PermanentError(f"Generation timed out after {_duration(self.s.generation_timeout_s)}.")
+                raise PermanentError(
+                    f"Generation timed out after {_duration(self.s.generation_timeout_s)}.", kind="timeout"
+                )
+            self.c.metrics.ai_polls.inc()
             try:
                 return await self.c.ai.poll(task_id)
             except TransientError as exc:
+                self.c.metrics.ai_poll_errors.inc()
                 nonlocal failures
                 failures += 1
                 if not await self.c.db.record_poll_failures(self.job.model_id, self.s.owner, failures):
@@ -253,7 +269,7 @@ class Generation:
         except TransientError as exc:
             if time.monotonic() >= self.deadline:
                 raise PermanentError(
-                    f"Generation timed out after {_duration(self.s.generation_timeout_s)}."
+                    f"Generation timed out after {_duration(self.s.generation_timeout_s)}.", kind="timeout"
                 ) from exc
             if isinstance(exc, UnknownTask):
                 raise PermanentError(
@@ -270,12 +286,14 @@ class Generation:
     # -- results --------------------------------------------------------------------------
 
     async def _store_results(self, state: TaskState) -> Results:
+        self.step = "fetch"
         glb, state = await self._fetch(state, "glb", required=True)
         assert glb is not None
         verify_glb(glb)
         stl, state = await self._fetch(state, "stl", required=False)
         thumbnail, state = await self._fetch(state, "thumbnail", required=False)
         await self.progress.report(FETCHED, force=True)
+        self.step = "upload"
 
         base = f"{self.job.user_id}/generated-models/{self.job.model_id}"
         glb_path = f"{base}.glb"
@@ -326,12 +344,15 @@ class Generation:
 
     async def _upload(self, path: str, local: Path, content_type: str) -> int:
         try:
-            return await self.s.retry.call(lambda: self.c.storage.upload_file(path, local, content_type))
+            size = await self.s.retry.call(lambda: self.c.storage.upload_file(path, local, content_type))
         except TransientError as exc:
             raise PermanentError(f"Storage kept failing the upload; the last answer was: {exc}") from exc
+        self.c.metrics.bytes_uploaded.inc(size)
+        return size
 
     async def _write_progress(self, value: int) -> None:
-        await self.c.db.write_progress(self.job.model_id, self.s.owner, value)
+        if await self.c.db.write_progress(self.job.model_id, self.s.owner, value):
+            self.c.metrics.progress_writes.inc()
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)

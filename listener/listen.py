@@ -47,7 +47,7 @@ class NotificationListener:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(**connect_kwargs(self._database_url))
+                conn = await asyncpg.connect(**connect_kwargs(self._database_url, "listener-listen"))
                 await self._register(conn)
                 if failures:
                     log.info("listen_reconnected", extra={"after_failures": failures})

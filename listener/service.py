@@ -17,6 +17,8 @@ from listener.ai_client import AIClient
 from listener.db import Database, DatabaseUnavailable, is_transaction_pooler
 from listener.downloads import download
 from listener.generation import Clients, GenerationSettings, run_job
+from listener.health import HealthServer
+from listener.metrics import Metrics
 from listener.notify import LogNotifier, Notifier
 from listener.retry import RetryPolicy
 from listener.settings import Settings, redact_url
@@ -75,6 +77,7 @@ async def serve(
         )
     clear_spool(settings.spool_dir)
     notifier = notifier or LogNotifier()
+    metrics = Metrics()
     async with (
         Database.connect(settings.database_url, max_size=min(20, settings.concurrency + 2)) as db,
         aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
@@ -86,6 +89,7 @@ async def serve(
             ai=AIClient(settings.ai_url, http),
             storage=storage,
             fetch_url=functools.partial(_fetch_source, http),
+            metrics=metrics,
         )
         generation = GenerationSettings(
             owner=owner,
@@ -113,16 +117,35 @@ async def serve(
             capacity,
             run_job=functools.partial(run_job, clients=clients, settings=generation),
             notify=notifier.model_finished,
+            metrics=metrics,
+        )
+        health = HealthServer(
+            settings.http_port, metrics, functools.partial(_not_ready_reason, db, supervisor)
         )
         await supervisor.start()
-        log.info("listener_started", extra={"concurrency": settings.concurrency})
+        await health.start()
+        log.info(
+            "listener_started", extra={"concurrency": settings.concurrency, "http_port": settings.http_port}
+        )
         try:
             await stop.wait()
         finally:
             log.info("listener_stopping", extra={"in_flight": len(supervisor.running)})
             await supervisor.stop()
+            await health.stop()
     log.info("listener_stopped")
     return supervisor
+
+
+async def _not_ready_reason(db: Database, supervisor: Supervisor) -> str | None:
+    """Ready means: the LISTEN connection is registered and the pool reaches the database."""
+    if not supervisor.listener.ready:
+        return "the LISTEN connection is down"
+    try:
+        await db.ping()
+    except DatabaseUnavailable:
+        return "the database does not answer"
+    return None
 
 
 async def _fetch_source(http: aiohttp.ClientSession, url: str, dest: Path, max_bytes: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from listener.db import ClaimedJob, Database, FinishedModel
 from listener.errors import TransientError
 from listener.generation import JobOutcome
 from listener.listen import NotificationListener
+from listener.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,23 @@ class Supervisor:
     """The claim loop, the lease renewer and the dict of running rows, stopped as one."""
 
     def __init__(
-        self, db: Database, database_url: str, capacity: Capacity, run_job: JobRunner, notify: Notify
+        self,
+        db: Database,
+        database_url: str,
+        capacity: Capacity,
+        run_job: JobRunner,
+        notify: Notify,
+        metrics: Metrics,
     ) -> None:
         self.db = db
         self.capacity = capacity
         self.run_job = run_job
         self.notify = notify
+        self.metrics = metrics
         self.running: dict[uuid.UUID, asyncio.Task[JobOutcome]] = {}
+        # When each running row was claimed (monotonic), and how long it had queued by then.
+        self._claimed: dict[uuid.UUID, tuple[float, float]] = {}
+        self._connected_before = False
         # Pushes run apart from the rows' coroutines: cancelling a row never cuts one short.
         self.pushing: set[asyncio.Task[None]] = set()
         self.outcomes: dict[str, int] = {}
@@ -110,6 +122,9 @@ class Supervisor:
 
     def _on_connect(self) -> None:
         # Notifications sent while disconnected are lost: look for work, and for cancels.
+        if self._connected_before:
+            self.metrics.reconnects.inc()
+        self._connected_before = True
         self._wake.set()
         if self.running:
             asyncio.get_running_loop().create_task(self._renew_once())
@@ -143,21 +158,35 @@ class Supervisor:
                 "queued_s": round(job.queued_s, 4),
             },
         )
+        self.metrics.rows_claimed.inc()
+        if job.attempts == 1:
+            self.metrics.claim_latency.observe(job.queued_s)
         task = asyncio.create_task(self.run_job(job), name=f"job-{job.model_id}")
         self.running[job.model_id] = task
+        self._claimed[job.model_id] = (time.monotonic(), job.queued_s)
+        self.metrics.rows_in_flight.set(len(self.running))
         task.add_done_callback(functools.partial(self._finished, job.model_id))
 
     def _finished(self, model_id: uuid.UUID, task: asyncio.Task[JobOutcome]) -> None:
         self.running.pop(model_id, None)
+        claimed_at, queued_s = self._claimed.pop(model_id, (time.monotonic(), 0.0))
+        self.metrics.rows_in_flight.set(len(self.running))
         if task.cancelled():
             outcome = "cancelled"
+            if not self._stopping:
+                self.metrics.rows_cancelled.inc()
         elif task.exception() is not None:
             outcome = "crashed"
             log.error("job_crashed", extra={"model_id": str(model_id)}, exc_info=task.exception())
         else:
             result = task.result()
             outcome = result.outcome
+            if outcome == "completed":
+                self.metrics.rows_completed.inc()
+            elif outcome == "failed":
+                self.metrics.rows_failed.labels(result.failure_kind or "other").inc()
             if result.finished is not None:
+                self.metrics.end_to_end.observe(queued_s + time.monotonic() - claimed_at)
                 push = asyncio.create_task(self.notify(result.finished), name=f"push-{model_id}")
                 self.pushing.add(push)
                 push.add_done_callback(self.pushing.discard)

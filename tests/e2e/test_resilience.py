@@ -10,6 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
+from listener.embedded import free_port
 from tests.support.database import as_app_user, insert_model
 from tests.support.stack import Stack, listener_process, running_listener, wait_for_status, wait_until
 
@@ -58,7 +59,9 @@ async def test_two_replicas_share_thirty_rows_each_submitted_once(stack: Stack, 
     try:
         async with (
             listener_process(stack, tmp_path / "a.log", LISTENER_CONCURRENCY="8"),
-            listener_process(stack, tmp_path / "b.log", LISTENER_CONCURRENCY="8"),
+            listener_process(
+                stack, tmp_path / "b.log", LISTENER_CONCURRENCY="8", LISTENER_HTTP_PORT=str(free_port())
+            ),
         ):
             await asyncio.sleep(1.0)  # both are listening
             ids = await insert_rows(conn, 30)

@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from listener.migrate import load_migrations
 from tests.support.database import APP_SCHEMA, database_from
 
 SCHEMA_SNAPSHOT = """
@@ -70,7 +71,7 @@ async def test_fresh_database_migrates_twice_to_the_same_schema(templates: str) 
     async with database_from(templates, "template0") as url:
         first = run_cli("migrate", database_url=url)
         assert first.returncode == 0, first.stderr
-        assert "applied 5 migration(s)" in first.stdout
+        assert f"applied {len(load_migrations())} migration(s)" in first.stdout
         after_first = await snapshot(url)
 
         second = run_cli("migrate", database_url=url)

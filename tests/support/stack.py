@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 
+from listener.embedded import free_port
 from listener.local_s3 import LocalS3
 from listener.retry import RetryPolicy
 from listener.service import serve
@@ -23,6 +24,9 @@ from listener.supervisor import Supervisor
 from tests.support.database import as_app_user, insert_model
 
 TERMINAL = ("completed", "failed", "cancelled")
+# The test database trusts every connection, so any password works: this one must never be logged.
+DATABASE_PASSWORD = "pw-never-in-a-log"
+SECRETS = (DATABASE_PASSWORD, "local-secret-key")
 # Retries in tests wait no time; a failure budget is still spent attempt by attempt.
 NO_WAIT = RetryPolicy(deadline_s=30.0, max_attempts=4).scaled(0)
 
@@ -36,12 +40,13 @@ class Stack:
     s3: LocalS3
     spool_dir: Path
     overrides: dict[str, str] = field(default_factory=dict)
+    http_port: int = field(default_factory=free_port)
 
     def env(self, **overrides: str) -> dict[str, str]:
         """Environment variables for `listener run` in this stack."""
         config = self.s3.config()
         env = {
-            "DATABASE_URL": self.db_url,
+            "DATABASE_URL": self.db_url.replace("postgres@", f"postgres:{DATABASE_PASSWORD}@", 1),
             "AI_PYTHON_URL": self.simulator.base_url,
             "SUPABASE_URL": config.public_base_url,
             "STORAGE_S3_ENDPOINT": config.endpoint_url,
@@ -56,6 +61,7 @@ class Stack:
             "LISTENER_PER_USER_LIMIT": "20",
             "LISTENER_SPOOL_DIR": str(self.spool_dir),
             "LISTENER_LOG_FORMAT": "json",
+            "LISTENER_HTTP_PORT": str(self.http_port),
         }
         env.update(self.overrides)
         env.update(overrides)

@@ -1,0 +1,52 @@
+"""The listener's Prometheus metrics, in a registry of its own (one per running listener)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600)
+
+
+class Metrics:
+    """Counters, gauges and histograms of one listener."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.rows_claimed = Counter("listener_rows_claimed", "Rows claimed by this replica.", registry=r)
+        self.rows_completed = Counter("listener_rows_completed", "Rows marked completed.", registry=r)
+        self.rows_failed = Counter(
+            "listener_rows_failed", "Rows marked failed, by the step that failed.", ["reason"], registry=r
+        )
+        self.rows_cancelled = Counter(
+            "listener_rows_cancelled", "Rows whose work stopped because the owner cancelled.", registry=r
+        )
+        self.rows_in_flight = Gauge("listener_rows_in_flight", "Rows this replica is working on.", registry=r)
+        self.claim_latency = Histogram(
+            "listener_claim_latency_seconds",
+            "From the row's insert (its notification) to its first claim.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "listener_end_to_end_seconds",
+            "From the row's insert to its terminal status.",
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.ai_polls = Counter("listener_ai_polls", "Polls sent to the AI server.", registry=r)
+        self.ai_poll_errors = Counter("listener_ai_poll_errors", "Polls that failed.", registry=r)
+        self.progress_writes = Counter(
+            "listener_progress_writes", "Progress updates written to rows.", registry=r
+        )
+        self.bytes_uploaded = Counter("listener_uploaded_bytes", "Bytes uploaded to Storage.", registry=r)
+        self.pushes_sent = Counter("listener_pushes_sent", "Push messages FCM accepted.", registry=r)
+        self.pushes_failed = Counter("listener_pushes_failed", "Push messages FCM refused.", registry=r)
+        self.reconnects = Counter(
+            "listener_listen_reconnects", "Reconnects of the LISTEN connection.", registry=r
+        )
+
+    def render(self) -> bytes:
+        """The metrics in Prometheus text format."""
+        return generate_latest(self.registry)

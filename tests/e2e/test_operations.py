@@ -1,0 +1,102 @@
+"""What an operator sees: readiness that follows the LISTEN connection, and metrics that add up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import aiohttp
+import asyncpg
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.database import as_app_user, dsn_for, insert_model
+from tests.support.stack import Stack, running_listener, wait_for_status
+
+
+async def readiness(port: int) -> int:
+    """The status of /readyz; 0 while nothing listens on the port yet."""
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as response:
+            return response.status
+    except aiohttp.ClientConnectorError:
+        return 0
+
+
+async def wait_for_readiness(port: int, status: int, timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while (current := await readiness(port)) != status:
+        assert time.monotonic() < deadline, f"/readyz stayed {current}, expected {status}"
+        await asyncio.sleep(0.05)
+
+
+async def test_readyz_follows_the_listen_connection(stack: Stack) -> None:
+    conn = await asyncpg.connect(stack.db_url)
+    admin = await asyncpg.connect(dsn_for(stack.db_url, "postgres"))
+    database = await conn.fetchval("SELECT current_database()")
+    try:
+        async with running_listener(stack.settings()):
+            await wait_for_readiness(stack.http_port, 200)
+            # Refuse new connections, so the LISTEN connection cannot come straight back.
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            try:
+                killed = await conn.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'listener-listen'"
+                )
+                assert killed == 1
+                await wait_for_readiness(stack.http_port, 503)
+            finally:
+                await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            await wait_for_readiness(stack.http_port, 200)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{stack.http_port}/healthz") as health,
+            ):
+                assert health.status == 200
+    finally:
+        await admin.close()
+        await conn.close()
+
+
+async def test_metrics_count_what_happened(stack: Stack) -> None:
+    conn = await asyncpg.connect(stack.db_url)
+    try:
+        async with running_listener(stack.settings()):
+            ids = []
+            for prompt in ("a lamp", "a lamp [fail]", ""):
+                owner = uuid.uuid4()
+                async with as_app_user(conn, owner):
+                    ids.append(await insert_model(conn, owner, prompt=prompt))
+            rows = await wait_for_status(conn, ids)
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{stack.http_port}/metrics") as response,
+            ):
+                assert response.status == 200
+                text = await response.text()
+    finally:
+        await conn.close()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+
+    completed = rows[ids[0]]
+    assert [rows[i]["status"] for i in ids] == ["completed", "failed", "failed"]
+    assert samples["listener_rows_claimed_total"] == 3
+    assert samples["listener_rows_completed_total"] == 1
+    assert samples["listener_rows_failed_total{reason=upstream}"] == 1
+    assert samples["listener_rows_failed_total{reason=validate}"] == 1
+    assert samples["listener_rows_in_flight"] == 0
+    assert samples["listener_claim_latency_seconds_count"] == 3
+    assert samples["listener_end_to_end_seconds_count"] == 3
+    assert samples["listener_ai_polls_total"] == sum(stack.simulator.polls.values())
+    uploaded = [
+        completed["storage_path"],
+        completed["stl_storage_path"],
+        f"{completed['user_id']}/thumbnails/{ids[0]}.png",
+    ]
+    assert samples["listener_uploaded_bytes_total"] == sum(stack.s3.object_info(key)[0] for key in uploaded)
+    assert samples["listener_progress_writes_total"] >= 3
