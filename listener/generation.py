@@ -175,7 +175,9 @@ class Generation:
         if state.status == "CANCELED":
             raise PermanentError("The AI server cancelled the generation.", kind="upstream")
         results = await self._store_results(state)
-        finished = await self.c.db.complete(self.job.model_id, self.s.owner, results)
+        finished = await self.s.retry.call(
+            lambda: self.c.db.complete(self.job.model_id, self.s.owner, results)
+        )
         if finished is not None:
             log.info("job_completed", extra={"file_size": results.file_size, "seconds": self._elapsed()})
         return finished
@@ -200,9 +202,12 @@ class Generation:
             task_id = await self.s.retry.call(lambda: self.c.ai.submit(request.model, image))
         except TransientError as exc:
             raise PermanentError(
-                f"The AI server did not accept the request after several tries; the last error was: {exc}."
+                "The AI server did not accept the request after several tries; "
+                f"the last error was: {_clause(exc)}."
             ) from exc
-        if not await self.c.db.record_task_id(self.job.model_id, self.s.owner, task_id):
+        if not await self.s.retry.call(
+            lambda: self.c.db.record_task_id(self.job.model_id, self.s.owner, task_id)
+        ):
             raise LeaseLost
         self.task_id = task_id
         self.deadline = time.monotonic() + self.s.generation_timeout_s
@@ -221,7 +226,9 @@ class Generation:
         except FileGone as exc:
             raise PermanentError("The source image was not found at its URL.") from exc
         except TransientError as exc:
-            raise PermanentError(f"The source image could not be fetched; the last error was: {exc}") from exc
+            raise PermanentError(
+                f"The source image could not be fetched; the last error was: {_clause(exc)}."
+            ) from exc
         return dest, image.filename, image.content_type
 
     # -- poll -----------------------------------------------------------------------------
@@ -259,7 +266,7 @@ class Generation:
                 self.c.metrics.ai_poll_errors.inc()
                 nonlocal failures
                 failures += 1
-                if not await self.c.db.record_poll_failures(self.job.model_id, self.s.owner, failures):
+                if not await self._record_poll_failures(failures):
                     raise LeaseLost from exc
                 log.warning("poll_failed", extra={"failures": failures, "error": str(exc)})
                 raise
@@ -278,7 +285,7 @@ class Generation:
             raise PermanentError(f"The AI server was unreachable for {failures} polls in a row.") from exc
         if failures:
             failures = 0
-            if not await self.c.db.record_poll_failures(self.job.model_id, self.s.owner, 0):
+            if not await self._record_poll_failures(0):
                 raise LeaseLost
         self.poll_failures = failures
         return state
@@ -346,16 +353,34 @@ class Generation:
         try:
             size = await self.s.retry.call(lambda: self.c.storage.upload_file(path, local, content_type))
         except TransientError as exc:
-            raise PermanentError(f"Storage kept failing the upload; the last answer was: {exc}") from exc
+            raise PermanentError(
+                f"Storage kept failing the upload; the last answer was: {_clause(exc)}."
+            ) from exc
         self.c.metrics.bytes_uploaded.inc(size)
         return size
 
+    async def _record_poll_failures(self, failures: int) -> bool:
+        return await self.s.retry.call(
+            lambda: self.c.db.record_poll_failures(self.job.model_id, self.s.owner, failures)
+        )
+
     async def _write_progress(self, value: int) -> None:
-        if await self.c.db.write_progress(self.job.model_id, self.s.owner, value):
+        # Progress is a courtesy: a write that cannot be made is skipped, the next one catches up.
+        try:
+            written = await self.c.db.write_progress(self.job.model_id, self.s.owner, value)
+        except DatabaseUnavailable as exc:
+            log.warning("progress_not_written", extra={"error": str(exc)})
+            return
+        if written:
             self.c.metrics.progress_writes.inc()
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)
+
+
+def _clause(exc: BaseException) -> str:
+    """An error's message, to be quoted inside a sentence."""
+    return str(exc).rstrip(".")
 
 
 def _duration(seconds: float) -> str:
