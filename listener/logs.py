@@ -76,5 +76,5 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiobotocore", "botocore", "urllib3", "asyncio", "aiohttp.access"):
+    for noisy in ("aiobotocore", "botocore", "urllib3", "asyncio", "aiohttp.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -151,3 +151,196 @@ UPDATE public.ai_generated_models m SET
     generation_metadata = coalesce(m.generation_metadata, '{}'::jsonb) || $4::jsonb
 FROM job WHERE m.id = job.model_id
 RETURNING m.id, m.user_id, m.model_name, m.status, m.error_message;
+
+-- Push
+-- The once-only news of a finished row: a claim per attempt (with a lease, so that a
+-- crashed replica's work is taken up), the notification row with its marker, the
+-- device tokens in each shape found in the wild, and the end of the push step.
+
+-- name: push_schema
+-- What the app's schema has: the token table's flag column, and the settings table.
+SELECT
+    to_regclass('public.user_device_tokens') IS NOT NULL AS has_tokens,
+    to_regclass('public.user_notification_settings') IS NOT NULL AS has_settings,
+    EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = to_regclass('public.user_device_tokens') AND attname = 'is_active'
+          AND attnum > 0 AND NOT attisdropped
+    ) AS has_is_active,
+    EXISTS (
+        SELECT 1 FROM pg_attribute
+        WHERE attrelid = to_regclass('public.user_device_tokens') AND attname = 'push_enabled'
+          AND attnum > 0 AND NOT attisdropped
+    ) AS has_push_enabled;
+
+-- name: push_claim
+-- $1 model id, $2 claim id, $3 lease seconds. Takes one finished row's push unless it is
+-- done or another attempt holds it; a row lock makes exactly one of two racing claims win.
+UPDATE listener.jobs j SET
+    push_owner = $2,
+    push_lease_expires_at = now() + make_interval(secs => $3),
+    push_attempts = j.push_attempts + 1
+FROM public.ai_generated_models m
+WHERE j.model_id = $1 AND m.id = j.model_id
+  AND j.outcome IN ('completed', 'failed') AND j.push_sent_at IS NULL
+  AND (j.push_owner IS NULL OR j.push_lease_expires_at <= now())
+RETURNING j.model_id, m.user_id, m.model_name, j.outcome, m.error_message, j.push_attempts,
+          j.notification_written_at IS NOT NULL AS notification_written;
+
+-- name: push_claim_unsent
+-- $1 claim id, $2 lease seconds, $3 how many, $4 attempts allowed, $5 oldest worth telling (s).
+-- The sweep: finished rows whose push no live attempt holds (a replica died, or FCM was down).
+WITH due AS (
+    SELECT model_id FROM listener.jobs
+    WHERE outcome IN ('completed', 'failed') AND push_sent_at IS NULL
+      AND (push_owner IS NULL OR push_lease_expires_at <= now())
+      AND push_attempts < $4
+      AND finished_at > now() - make_interval(secs => $5)
+    ORDER BY finished_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE listener.jobs j SET
+    push_owner = $1,
+    push_lease_expires_at = now() + make_interval(secs => $2),
+    push_attempts = j.push_attempts + 1
+FROM due, public.ai_generated_models m
+WHERE j.model_id = due.model_id AND m.id = j.model_id
+RETURNING j.model_id, m.user_id, m.model_name, j.outcome, m.error_message, j.push_attempts,
+          j.notification_written_at IS NOT NULL AS notification_written;
+
+-- name: push_expire
+-- $1 attempts allowed, $2 oldest worth telling (s). Ends what the sweep will no longer try.
+UPDATE listener.jobs SET push_sent_at = now(), push_result = 'gave_up'
+WHERE outcome IN ('completed', 'failed') AND push_sent_at IS NULL
+  AND (push_owner IS NULL OR push_lease_expires_at <= now())
+  AND (push_attempts >= $1 OR finished_at <= now() - make_interval(secs => $2))
+RETURNING model_id;
+
+-- name: push_write_notification
+-- $1 model id, $2 claim id, $3 user id, $4 title, $5 message, $6 message_en, $7 type,
+-- $8 metadata. The marker and the row in one statement: both or neither, once.
+WITH marked AS (
+    UPDATE listener.jobs SET notification_written_at = now()
+    WHERE model_id = $1 AND push_owner = $2 AND notification_written_at IS NULL
+    RETURNING model_id
+)
+INSERT INTO public.notifications (user_id, title, message, message_en, type, related_id, related_type, metadata)
+SELECT $3, $4, $5, $6, $7, marked.model_id::text, 'ai_model', $8::jsonb FROM marked
+RETURNING id;
+
+-- name: push_done
+-- $1 model id, $2 claim id, $3 result. Ends the push step, if the claim is still ours.
+UPDATE listener.jobs SET
+    push_sent_at = now(), push_result = $3, push_owner = NULL, push_lease_expires_at = NULL
+WHERE model_id = $1 AND push_owner = $2
+RETURNING model_id;
+
+-- name: push_release
+-- $1 model id, $2 claim id. Hands the push back for a later sweep (FCM unreachable now).
+UPDATE listener.jobs SET push_result = 'retry', push_owner = NULL, push_lease_expires_at = NULL
+WHERE model_id = $1 AND push_owner = $2
+RETURNING model_id;
+
+-- name: push_settings
+-- $1 user id. The whole row as JSON: the columns differ between versions of the app.
+SELECT to_jsonb(s) AS settings FROM public.user_notification_settings s WHERE s.user_id = $1;
+
+-- name: push_tokens_is_active
+-- $1 user id.
+SELECT DISTINCT device_token FROM public.user_device_tokens
+WHERE user_id = $1 AND is_active IS NOT FALSE AND device_token <> '';
+
+-- name: push_tokens_push_enabled
+-- $1 user id.
+SELECT DISTINCT device_token FROM public.user_device_tokens
+WHERE user_id = $1 AND push_enabled IS NOT FALSE AND device_token <> '';
+
+-- name: push_tokens_unflagged
+-- $1 user id. A token table without a flag: every row is live.
+SELECT DISTINCT device_token FROM public.user_device_tokens
+WHERE user_id = $1 AND device_token <> '';
+
+-- name: push_deactivate_is_active
+-- $1 user id, $2 dead tokens.
+UPDATE public.user_device_tokens SET is_active = false
+WHERE user_id = $1 AND device_token = ANY($2::text[]) AND is_active IS NOT FALSE
+RETURNING device_token;
+
+-- name: push_deactivate_push_enabled
+-- $1 user id, $2 dead tokens.
+UPDATE public.user_device_tokens SET push_enabled = false
+WHERE user_id = $1 AND device_token = ANY($2::text[]) AND push_enabled IS NOT FALSE
+RETURNING device_token;
+
+-- name: push_delete_tokens
+-- $1 user id, $2 dead tokens. Where the table has no flag, a dead token goes.
+DELETE FROM public.user_device_tokens
+WHERE user_id = $1 AND device_token = ANY($2::text[])
+RETURNING device_token;
+
+-- Status
+-- What `listener status` reports, read-only; and the few statements `listener demo` runs
+-- as an app user would (inside a transaction that acts as Supabase's `authenticated`).
+
+-- name: status_counts
+-- Rows by status: those the listener owns or owned (they have a job), and every row.
+SELECT m.status, count(j.model_id) AS owned, count(*) AS total
+FROM public.ai_generated_models m LEFT JOIN listener.jobs j ON j.model_id = m.id
+GROUP BY m.status
+ORDER BY m.status;
+
+-- name: status_in_flight
+-- $1 how many. Rows being generated, oldest claim first, with their lease.
+SELECT m.id AS model_id, m.model_name, m.user_id, m.progress, j.lease_owner, j.attempts,
+       extract(epoch FROM now() - j.enqueued_at)::float8 AS age_s,
+       extract(epoch FROM now() - j.claimed_at)::float8 AS running_s,
+       extract(epoch FROM j.lease_expires_at - now())::float8 AS lease_left_s
+FROM listener.jobs j JOIN public.ai_generated_models m ON m.id = j.model_id
+WHERE j.finished_at IS NULL AND m.status = 'processing'
+ORDER BY j.claimed_at NULLS LAST, j.enqueued_at
+LIMIT $1;
+
+-- name: status_oldest_pending
+-- The row that has waited longest for a slot.
+SELECT m.id AS model_id, m.model_name, extract(epoch FROM now() - j.enqueued_at)::float8 AS age_s
+FROM listener.jobs j JOIN public.ai_generated_models m ON m.id = j.model_id
+WHERE j.finished_at IS NULL AND m.status = 'pending'
+ORDER BY j.enqueued_at
+LIMIT 1;
+
+-- name: status_leases
+-- Leases on unfinished jobs per replica; an expired one belongs to a replica that stopped renewing.
+SELECT lease_owner, count(*) AS held, count(*) FILTER (WHERE lease_expires_at <= now()) AS expired
+FROM listener.jobs
+WHERE lease_owner IS NOT NULL AND finished_at IS NULL
+GROUP BY lease_owner
+ORDER BY lease_owner;
+
+-- name: demo_act_as_user
+-- $1 the JWT claims: the rest of the transaction runs as this app user (as PostgREST does).
+SELECT set_config('request.jwt.claims', $1, true), set_config('role', 'authenticated', true);
+
+-- name: demo_insert_model
+-- $1 user id, $2 generation type, $3 prompt, $4 source image path, $5 model name.
+INSERT INTO public.ai_generated_models
+    (user_id, generation_type, prompt, source_image_url, model_name, storage_path, status)
+VALUES ($1, $2, $3, $4, $5, '', 'pending')
+RETURNING id;
+
+-- name: demo_cancel_model
+-- $1 model id. The owner's cancel, only while the row is still in the listener's hands.
+UPDATE public.ai_generated_models SET status = 'cancelled'
+WHERE id = $1 AND status IN ('pending', 'processing')
+RETURNING id;
+
+-- name: demo_rows
+-- $1 model ids. The rows as a Realtime subscriber sees them, and how long each took.
+SELECT m.id, m.status, m.progress, m.error_message, m.storage_path, m.file_size,
+       extract(epoch FROM coalesce(j.finished_at, m.completed_at, now()) - m.created_at)::float8 AS took_s
+FROM public.ai_generated_models m LEFT JOIN listener.jobs j ON j.model_id = m.id
+WHERE m.id = ANY($1::uuid[]);
+
+-- name: demo_data_directory
+-- Where the demo's throwaway cluster keeps its files (superuser only).
+SELECT current_setting('data_directory');

@@ -19,7 +19,9 @@ from listener.downloads import download
 from listener.generation import Clients, GenerationSettings, run_job
 from listener.health import HealthServer
 from listener.metrics import Metrics
-from listener.notify import LogNotifier, Notifier
+from listener.notifications import PushNotifier
+from listener.notify import Notifier
+from listener.push import FcmSender
 from listener.retry import RetryPolicy
 from listener.settings import Settings, redact_url
 from listener.storage import Storage
@@ -28,6 +30,8 @@ from listener.supervisor import Capacity, Supervisor
 log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=180)
+# How often pushes that a crashed replica left unsent are looked for.
+PUSH_SWEEP_INTERVAL_S = 60.0
 
 
 def replica_name() -> str:
@@ -76,14 +80,19 @@ async def serve(
             extra={"hint": "LISTEN does not work on port 6543; use the direct or session-mode URL"},
         )
     clear_spool(settings.spool_dir)
-    notifier = notifier or LogNotifier()
     metrics = Metrics()
+    retry = retry or RetryPolicy()
     async with (
         Database.connect(settings.database_url, max_size=min(20, settings.concurrency + 2)) as db,
         aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
         Storage(settings.storage) as storage,
     ):
         await wait_for_database(db)
+        sender = _push_sender(settings)
+        if notifier is None:
+            push = PushNotifier(db, sender, settings.push_texts, retry, metrics=metrics)
+            await push.start()
+            notifier = push
         clients = Clients(
             db=db,
             ai=AIClient(settings.ai_url, http),
@@ -102,7 +111,7 @@ async def serve(
             progress_interval_s=settings.progress_interval_s,
             max_file_bytes=settings.max_file_bytes,
             spool_dir=settings.spool_dir,
-            retry=retry or RetryPolicy(),
+            retry=retry,
         )
         capacity = Capacity(
             owner=owner,
@@ -124,6 +133,7 @@ async def serve(
         )
         await supervisor.start()
         await health.start()
+        sweeper = asyncio.create_task(_sweep_pushes(notifier), name="push-sweep")
         log.info(
             "listener_started", extra={"concurrency": settings.concurrency, "http_port": settings.http_port}
         )
@@ -131,10 +141,32 @@ async def serve(
             await stop.wait()
         finally:
             log.info("listener_stopping", extra={"in_flight": len(supervisor.running)})
+            sweeper.cancel()
             await supervisor.stop()
             await health.stop()
+            if sender is not None:
+                await sender.aclose()
     log.info("listener_stopped")
     return supervisor
+
+
+def _push_sender(settings: Settings) -> FcmSender | None:
+    """The FCM sender, or None when no credentials are set (pushes off, notification rows still written)."""
+    if settings.firebase_credentials is None:
+        return None
+    return FcmSender.from_credentials(settings.firebase_credentials, settings.fcm_endpoint)
+
+
+async def _sweep_pushes(notifier: Notifier) -> None:
+    """Sends, now and then, what a replica that died left unsent."""
+    if not isinstance(notifier, PushNotifier):
+        return
+    while True:
+        # A full batch means there may be more; a bounded number of batches per round.
+        for _ in range(20):
+            if await notifier.sweep() < notifier.sweep_batch:
+                break
+        await asyncio.sleep(PUSH_SWEEP_INTERVAL_S)
 
 
 async def _not_ready_reason(db: Database, supervisor: Supervisor) -> str | None:

@@ -10,6 +10,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from listener.errors import ConfigError
+from listener.notifications import NotificationTexts
 from listener.storage import StorageConfig
 
 T = TypeVar("T")
@@ -24,6 +25,7 @@ class Settings:
     storage: StorageConfig
     firebase_credentials: Path | None
     fcm_endpoint: str | None
+    push_texts: NotificationTexts
     concurrency: int
     per_user_limit: int
     poll_interval_s: float
@@ -152,6 +154,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         storage=storage,
         firebase_credentials=Path(credentials) if credentials else None,
         fcm_endpoint=fcm_endpoint,
+        push_texts=NotificationTexts.from_env(env),
         concurrency=read.positive_int("LISTENER_CONCURRENCY", 50),
         per_user_limit=read.positive_int("LISTENER_PER_USER_LIMIT", 3),
         poll_interval_s=read.positive_float("LISTENER_POLL_INTERVAL", 5.0),

@@ -151,7 +151,7 @@ async def test_download_larger_than_limit_is_permanent(
     storage: Storage, local_s3: LocalS3, tmp_path: pathlib.Path
 ) -> None:
     local_s3.put_object("user-1/source-images/huge.png", b"x" * (2 * MIB))
-    with pytest.raises(PermanentError, match=r"larger than the 1 MB limit"):
+    with pytest.raises(PermanentError, match=r"larger than the 1 MiB limit"):
         await storage.download("user-1/source-images/huge.png", tmp_path / "h.png", MIB)
     assert not (tmp_path / "h.png").exists()
 

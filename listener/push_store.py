@@ -1,0 +1,153 @@
+"""The push's statements: claims, the notification row with its marker, tokens, settings."""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from listener.db import Database
+from listener.queries import query
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One row's words."""
+
+    type: str
+    title: str
+    message: str
+    message_en: str
+
+
+class TokenShape(enum.Enum):
+    """The shape of public.user_device_tokens in this database."""
+
+    IS_ACTIVE = "is_active"
+    PUSH_ENABLED = "push_enabled"
+    UNFLAGGED = "unflagged"  # no flag column: a dead token is deleted
+    MISSING = "missing"
+
+
+_TOKENS = {
+    TokenShape.IS_ACTIVE: ("push_tokens_is_active", "push_deactivate_is_active"),
+    TokenShape.PUSH_ENABLED: ("push_tokens_push_enabled", "push_deactivate_push_enabled"),
+    TokenShape.UNFLAGGED: ("push_tokens_unflagged", "push_delete_tokens"),
+}
+
+
+@dataclass(frozen=True)
+class AppSchema:
+    """What the app's schema offers the push, detected once at start."""
+
+    tokens: TokenShape
+    has_settings: bool
+
+
+@dataclass(frozen=True)
+class ClaimedPush:
+    """A finished row whose push this attempt holds."""
+
+    model_id: uuid.UUID
+    user_id: uuid.UUID
+    model_name: str
+    outcome: str
+    error_message: str | None
+    attempts: int
+    notification_written: bool
+
+
+def _claimed(row: asyncpg.Record) -> ClaimedPush:
+    return ClaimedPush(
+        row["model_id"],
+        row["user_id"],
+        row["model_name"],
+        row["outcome"],
+        row["error_message"],
+        row["push_attempts"],
+        row["notification_written"],
+    )
+
+
+class PushStore(Database):
+    """The push's statements, with the database module's error mapping."""
+
+    async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
+        return await self._run(lambda conn: conn.fetch(query(name), *args))
+
+    async def schema(self) -> AppSchema:
+        """Which token table shape, and whether per-user settings exist."""
+        row = await self._fetchrow("push_schema")
+        assert row is not None
+        if not row["has_tokens"]:
+            shape = TokenShape.MISSING
+        elif row["has_is_active"]:
+            shape = TokenShape.IS_ACTIVE
+        elif row["has_push_enabled"]:
+            shape = TokenShape.PUSH_ENABLED
+        else:
+            shape = TokenShape.UNFLAGGED
+        return AppSchema(shape, bool(row["has_settings"]))
+
+    async def claim_push(self, model_id: uuid.UUID, claim_id: str, lease_s: float) -> ClaimedPush | None:
+        """Takes this row's push, unless it is done or held; None then."""
+        row = await self._fetchrow("push_claim", model_id, claim_id, lease_s)
+        return _claimed(row) if row is not None else None
+
+    async def claim_unsent_pushes(
+        self, claim_id: str, lease_s: float, limit: int, max_attempts: int, max_age_s: float
+    ) -> list[ClaimedPush]:
+        """Takes up to `limit` pushes that no live attempt holds."""
+        rows = await self._fetch("push_claim_unsent", claim_id, lease_s, limit, max_attempts, max_age_s)
+        return [_claimed(r) for r in rows]
+
+    async def expire(self, max_attempts: int, max_age_s: float) -> int:
+        """Ends the pushes tried too often or too old to tell; returns how many."""
+        return len(await self._fetch("push_expire", max_attempts, max_age_s))
+
+    async def write_notification(
+        self, push: ClaimedPush, claim_id: str, words: Rendered, metadata: dict[str, Any]
+    ) -> bool:
+        """Inserts the notification row and sets its marker together; False if not ours to write."""
+        row = await self._fetchrow(
+            "push_write_notification",
+            push.model_id,
+            claim_id,
+            push.user_id,
+            words.title,
+            words.message,
+            words.message_en,
+            words.type,
+            json.dumps(metadata, ensure_ascii=False),
+        )
+        return row is not None
+
+    async def finish(self, model_id: uuid.UUID, claim_id: str, result: str) -> bool:
+        """Ends the push step with `result`; False if the claim was no longer ours."""
+        return await self._fetchrow("push_done", model_id, claim_id, result) is not None
+
+    async def release(self, model_id: uuid.UUID, claim_id: str) -> bool:
+        """Hands the push back to a later sweep."""
+        return await self._fetchrow("push_release", model_id, claim_id) is not None
+
+    async def settings(self, user_id: uuid.UUID) -> dict[str, Any] | None:
+        """The user's notification settings row, if any, as a dict."""
+        row = await self._fetchrow("push_settings", user_id)
+        if row is None:
+            return None
+        settings: dict[str, Any] = json.loads(row["settings"])
+        return settings
+
+    async def tokens(self, shape: TokenShape, user_id: uuid.UUID) -> list[str]:
+        """The user's live device tokens."""
+        rows = await self._fetch(_TOKENS[shape][0], user_id)
+        return [r["device_token"] for r in rows]
+
+    async def drop_tokens(self, shape: TokenShape, user_id: uuid.UUID, tokens: Sequence[str]) -> int:
+        """Deactivates (or, without a flag column, deletes) dead tokens; returns how many."""
+        return len(await self._fetch(_TOKENS[shape][1], user_id, list(tokens)))
