@@ -70,7 +70,8 @@ async def bench(
         started = time.monotonic()
         for n in range(rows):
             await conn.execute(
-                "INSERT INTO public.ai_generated_models (user_id, generation_type, prompt, model_name, storage_path, status) "
+                "INSERT INTO public.ai_generated_models "
+                "(user_id, generation_type, prompt, model_name, storage_path, status) "
                 "VALUES ($1, 'text_to_3d', $2, $3, '', 'pending')",
                 owners[n % users],
                 f"benchmark model {n}",
