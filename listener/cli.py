@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -75,12 +76,52 @@ def cmd_run(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Runs the whole listener on embedded neighbours with a few requests; cleans up at the end."""
+    from listener.demo import run_demo
+
+    return run_demo(args.rows, args.keep_running, sys.stdout, args.log_file)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Prints counts by status, rows in flight, the oldest pending row and leases per replica."""
+    from listener.status import StatusUnavailable, read_status, render
+
+    database_url = load_database_url(environment())
+    try:
+        report = asyncio.run(read_status(database_url))
+    except StatusUnavailable as exc:
+        print(f"listener: {exc}", file=sys.stderr)
+        return 1
+    print(report.to_json() if args.json else render(report))
+    return 0
+
+
+def _demo_rows(text: str) -> int:
+    value = int(text) if text.strip().isdigit() else 0
+    if not 1 <= value <= 50:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 50, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one sub-command per job."""
     parser = argparse.ArgumentParser(prog="listener", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("migrate", help="apply sql/ to DATABASE_URL").set_defaults(func=cmd_migrate)
     commands.add_parser("run", help="serve: turn pending rows into models").set_defaults(func=cmd_run)
+    demo = commands.add_parser("demo", help="everything embedded: a few requests, progress bars to the end")
+    demo.add_argument("--rows", type=_demo_rows, default=6, metavar="N", help="requests to make (1-50)")
+    demo.add_argument(
+        "--keep-running", action="store_true", help="after the summary, keep everything up until Ctrl-C"
+    )
+    demo.add_argument(
+        "--log-file", type=Path, metavar="PATH", help="keep the listener's JSON log here (default: removed)"
+    )
+    demo.set_defaults(func=cmd_demo)
+    status = commands.add_parser("status", help="counts by status, rows in flight, oldest pending")
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

@@ -16,7 +16,8 @@ READY_TIMEOUT_S = 2.0
 class HealthServer:
     """A small HTTP server beside the listener; `is_ready` returns None or why it is not ready."""
 
-    def __init__(self, port: int, metrics: Metrics, not_ready_reason: ReadinessCheck) -> None:
+    def __init__(self, host: str, port: int, metrics: Metrics, not_ready_reason: ReadinessCheck) -> None:
+        self.host = host
         self.port = port
         self.metrics = metrics
         self.not_ready_reason = not_ready_reason
@@ -27,9 +28,9 @@ class HealthServer:
         self._runner = web.AppRunner(app, access_log=None)
 
     async def start(self) -> None:
-        """Starts serving on all interfaces (a container's port)."""
+        """Starts serving."""
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "0.0.0.0", self.port)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
 
     async def stop(self) -> None:

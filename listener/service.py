@@ -129,7 +129,10 @@ async def serve(
             metrics=metrics,
         )
         health = HealthServer(
-            settings.http_port, metrics, functools.partial(_not_ready_reason, db, supervisor)
+            settings.http_host,
+            settings.http_port,
+            metrics,
+            functools.partial(_not_ready_reason, db, supervisor),
         )
         await supervisor.start()
         await health.start()

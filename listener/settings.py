@@ -33,6 +33,7 @@ class Settings:
     generation_timeout_s: float
     lease_s: float
     source_hosts: frozenset[str]
+    http_host: str
     http_port: int
     log_format: str
     progress_interval_s: float
@@ -162,6 +163,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         generation_timeout_s=read.positive_float("LISTENER_GENERATION_TIMEOUT", 1800.0),
         lease_s=read.positive_float("LISTENER_LEASE_SECONDS", 60.0),
         source_hosts=frozenset(h.strip().lower() for h in hosts.split(",") if h.strip()),
+        http_host=read.text("LISTENER_HTTP_HOST", "0.0.0.0"),
         http_port=http_port,
         log_format=log_format,
         progress_interval_s=read.positive_float("LISTENER_PROGRESS_INTERVAL", 2.0),

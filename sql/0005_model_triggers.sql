@@ -121,8 +121,10 @@ DECLARE
 BEGIN
     UPDATE listener.jobs SET
         cancel_requested = true,
-        finished_at = coalesce(finished_at, now()),
-        outcome = coalesce(outcome, 'cancelled')
+        finished_at = now(),
+        outcome = 'cancelled',
+        lease_owner = NULL,
+        lease_expires_at = NULL
     WHERE model_id = target AND finished_at IS NULL;
     IF FOUND OR TG_OP = 'DELETE' THEN
         PERFORM pg_notify('listener_cancels', target::text);

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.embedded import EmbeddedPostgres
+from listener.embedded import EmbeddedPostgres, free_port
 from listener.local_s3 import LocalS3
 from listener.migrate import migrate
 from listener.simulator import AISimulator, SimulatorConfig
@@ -57,6 +57,8 @@ async def bench(
             "LISTENER_CONCURRENCY": str(concurrency),
             "LISTENER_PER_USER_LIMIT": str(concurrency),
             "LISTENER_SPOOL_DIR": str(work / "spool"),
+            "LISTENER_HTTP_HOST": "127.0.0.1",
+            "LISTENER_HTTP_PORT": str(free_port()),
         }
         log = (work / "listener.log").open("wb")
         process = await asyncio.create_subprocess_exec(

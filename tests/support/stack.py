@@ -61,6 +61,7 @@ class Stack:
             "LISTENER_PER_USER_LIMIT": "20",
             "LISTENER_SPOOL_DIR": str(self.spool_dir),
             "LISTENER_LOG_FORMAT": "json",
+            "LISTENER_HTTP_HOST": "127.0.0.1",
             "LISTENER_HTTP_PORT": str(self.http_port),
         }
         env.update(self.overrides)
