@@ -27,6 +27,15 @@ _THUMBNAIL_URL_FIELDS = ("thumbnail_download_url", "thumbnail_url")
 _NOT_KEPT = frozenset({*_GLB_URL_FIELDS, *_THUMBNAIL_URL_FIELDS, "stl_download_url"})
 
 
+# A submission that may have started a generation is not sent again: it would start a second one.
+_MAYBE_SUBMITTED = (
+    "The AI server stopped answering while it received the request; it was not sent again, "
+    "so that the model is not generated twice."
+)
+# Answers to a submission that say it was not taken on, so it may be sent again.
+_SUBMIT_RETRYABLE = frozenset({408, 429, 502, 503})
+
+
 class UnknownTask(TransientError):
     """The AI server answered 500 for the task: it does not know it (or failed internally)."""
 
@@ -74,10 +83,17 @@ class AIClient:
     """HTTP client of the AI server; result files only from its own host or allowed ones."""
 
     def __init__(
-        self, base_url: str, session: aiohttp.ClientSession, result_hosts: frozenset[str] = frozenset()
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession,
+        submit_session: aiohttp.ClientSession | None = None,
+        result_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
+        # Submissions are not retried once they may have reached the server, so they should not
+        # ride on a kept-alive connection the server may have closed: give them fresh ones.
+        self.submit_session = submit_session or session
         self.result_hosts = result_hosts | {urlsplit(self.base_url).hostname or ""}
 
     async def submit(self, request: ModelRequest, image: tuple[Path, str, str] | None = None) -> str:
@@ -86,8 +102,8 @@ class AIClient:
         params = {"async_mode": "true"}
         try:
             if image is None:
-                async with self.session.post(url, params=params, json=request.fields()) as response:
-                    envelope = await _envelope(response, "submitting the request")
+                async with self.submit_session.post(url, params=params, json=request.fields()) as response:
+                    envelope = await _submit_envelope(response)
             else:
                 path, filename, content_type = image
                 with path.open("rb") as image_file:
@@ -95,14 +111,17 @@ class AIClient:
                     form.add_field("task", request.task)
                     form.add_field("image_file", image_file, filename=filename, content_type=content_type)
                     form.add_field("json", json.dumps(request.fields()), content_type="application/json")
-                    async with self.session.post(url, params=params, data=form) as response:
-                        envelope = await _envelope(response, "submitting the request")
+                    async with self.submit_session.post(url, params=params, data=form) as response:
+                        envelope = await _submit_envelope(response)
+        except aiohttp.ClientConnectorError as exc:
+            # Never reached the server: safe to send again.
+            raise TransientError(f"the AI server could not be reached: {type(exc).__name__}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransientError(f"submitting to the AI server failed: {type(exc).__name__}") from exc
+            raise PermanentError(_MAYBE_SUBMITTED, kind="submit") from exc
         data = envelope.get("data") or {}
         task_id = data.get("task_id") or envelope.get("task_id")
         if not task_id:
-            raise TransientError("the AI server answered without a task id")
+            raise PermanentError("The AI server accepted the request but gave no task id.", kind="submit")
         return str(task_id)
 
     async def poll(self, task_id: str) -> TaskState:
@@ -147,6 +166,13 @@ class AIClient:
             if parts.scheme in ("http", "https") and parts.hostname in self.result_hosts:
                 return url
         return None
+
+
+async def _submit_envelope(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    """The answer to a submission: retryable only where the server surely did not start one."""
+    if response.status >= 500 and response.status not in _SUBMIT_RETRYABLE:
+        raise PermanentError(_MAYBE_SUBMITTED, kind="submit")
+    return await _envelope(response, "submitting the request")
 
 
 async def _envelope(response: aiohttp.ClientResponse, doing: str) -> dict[str, Any]:

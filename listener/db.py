@@ -142,6 +142,11 @@ class Database:
         """Raises DatabaseUnavailable unless a trivial statement succeeds."""
         await self._run(lambda conn: conn.fetchval("SELECT 1"))
 
+    async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
+        """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""
+        rows = await self._run(lambda conn: conn.fetch(query("give_up_jobs"), max_claims))
+        return [model for model in map(_finished, rows) if model is not None]
+
     async def claim(self, owner: str, slots: int, per_user_limit: int, lease_s: float) -> list[ClaimedJob]:
         """Leases up to `slots` claimable jobs to `owner`, fairly, in one transaction."""
 

@@ -27,6 +27,8 @@ from listener.validation import SourceImage, ValidRequest, validate
 log = logging.getLogger(__name__)
 
 MAX_SOURCE_IMAGE_BYTES = 20 * 1024 * 1024
+# How long a cancelled row waits for a submission under way to answer and be recorded.
+SUBMIT_GRACE_S = 30.0
 # How often a result file that vanished (served once, then deleted) is asked for again.
 FETCH_ROUNDS = 3
 GLB_TYPE, STL_TYPE, PNG_TYPE = "model/gltf-binary", "application/octet-stream", "image/png"
@@ -198,6 +200,20 @@ class Generation:
 
     async def _submit(self, request: ValidRequest) -> None:
         image = await self._source_image(request.image) if request.image else None
+        # Seen through even when the row's coroutine is cancelled (shutdown, lost lease): a
+        # generation the AI server started must have its task id stored, or it is paid twice.
+        submitting = asyncio.ensure_future(self._submit_and_record(request, image))
+        try:
+            await asyncio.shield(submitting)
+        except asyncio.CancelledError:
+            await asyncio.wait([submitting], timeout=SUBMIT_GRACE_S)
+            if not submitting.done():
+                submitting.cancel()
+            elif not submitting.cancelled():
+                submitting.exception()  # the row is stopping: how the submission ended changes nothing
+            raise
+
+    async def _submit_and_record(self, request: ValidRequest, image: tuple[Path, str, str] | None) -> None:
         try:
             task_id = await self.s.retry.call(lambda: self.c.ai.submit(request.model, image))
         except TransientError as exc:

@@ -54,7 +54,13 @@ claimed AS (
         lease_expires_at = now() + make_interval(secs => $4),
         attempts = j.attempts + 1,
         claimed_at = now()
-    FROM chosen c WHERE j.model_id = c.model_id
+    FROM chosen c
+    -- Checked again on the row itself: a cancel or a completion that committed while this
+    -- statement waited for the row's lock must not be claimed.
+    WHERE j.model_id = c.model_id
+      AND j.finished_at IS NULL
+      AND NOT j.cancel_requested
+      AND (j.lease_expires_at IS NULL OR j.lease_expires_at <= now())
     RETURNING j.model_id, j.ai_task_id, j.attempts, j.poll_failures, j.enqueued_at,
               extract(epoch FROM now() - j.submitted_at)::float8 AS submitted_age_s
 ),
@@ -68,6 +74,23 @@ SELECT c.model_id, c.ai_task_id, c.attempts, c.poll_failures, c.submitted_age_s,
        m.target_polycount, m.model_name, m.progress
 FROM claimed c JOIN public.ai_generated_models m ON m.id = c.model_id;
 
+-- name: give_up_jobs
+-- $1 most claims. A job claimed that often without finishing (its replica crashed each
+-- time) ends failed instead of being claimed again forever.
+WITH job AS (
+    UPDATE listener.jobs SET
+        finished_at = now(), outcome = 'failed', lease_owner = NULL, lease_expires_at = NULL
+    WHERE finished_at IS NULL
+      AND attempts >= $1
+      AND (lease_expires_at IS NULL OR lease_expires_at <= now())
+    RETURNING model_id, attempts
+)
+UPDATE public.ai_generated_models m SET
+    status = 'failed',
+    error_message = format('The listener could not finish this generation after %s attempts.', job.attempts)
+FROM job WHERE m.id = job.model_id
+RETURNING m.id, m.user_id, m.model_name, m.status, m.error_message;
+
 -- name: renew_leases
 -- $1 lease owner, $2 model ids, $3 lease seconds. Returns the jobs still ours to run;
 -- a missing id was cancelled, deleted, finished or taken over.
@@ -76,8 +99,9 @@ WHERE model_id = ANY($2::uuid[]) AND lease_owner = $1 AND finished_at IS NULL AN
 RETURNING model_id;
 
 -- name: release_leases
--- $1 lease owner: hands every unfinished job back at once (shutdown).
-UPDATE listener.jobs SET lease_owner = NULL, lease_expires_at = NULL
+-- $1 lease owner: hands every unfinished job back at once (shutdown). A claim handed back
+-- in good order does not count towards the claims that give a job up.
+UPDATE listener.jobs SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
 WHERE lease_owner = $1 AND finished_at IS NULL
 RETURNING model_id;
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -47,17 +48,19 @@ def clear_spool(spool_dir: Path) -> None:
     spool_dir.mkdir(parents=True, exist_ok=True)
 
 
-async def wait_for_database(db: Database) -> None:
-    """Returns once the database answers; a database that is down is waited for, never fatal."""
+async def wait_for_database(db: Database, stop: asyncio.Event) -> bool:
+    """True once the database answers; False if told to stop first. A database that is down is waited for."""
     delay = 0.5
-    while True:
+    while not stop.is_set():
         try:
             await db.ping()
-            return
+            return True
         except DatabaseUnavailable as exc:
             log.warning("database_unavailable", extra={"error": str(exc), "retry_in_s": delay})
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
             delay = min(delay * 2, 15.0)
+    return False
 
 
 async def serve(
@@ -67,8 +70,8 @@ async def serve(
     notifier: Notifier | None = None,
     retry: RetryPolicy | None = None,
     sweep_interval_s: float = 5.0,
-) -> Supervisor:
-    """Runs the listener until `stop` is set; returns the stopped supervisor (for its counts)."""
+) -> Supervisor | None:
+    """Runs the listener until `stop` is set; returns the stopped supervisor (None if it never started)."""
     owner = replica_name()
     log.info(
         "listener_starting",
@@ -85,9 +88,14 @@ async def serve(
     async with (
         Database.connect(settings.database_url, max_size=min(20, settings.concurrency + 2)) as db,
         aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
+        aiohttp.ClientSession(
+            timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=64, force_close=True)
+        ) as submit_http,
         Storage(settings.storage) as storage,
     ):
-        await wait_for_database(db)
+        if not await wait_for_database(db, stop):
+            log.info("listener_stopped_before_start")
+            return None
         sender = _push_sender(settings)
         if notifier is None:
             push = PushNotifier(db, sender, settings.push_texts, retry, metrics=metrics)
@@ -95,7 +103,7 @@ async def serve(
             notifier = push
         clients = Clients(
             db=db,
-            ai=AIClient(settings.ai_url, http),
+            ai=AIClient(settings.ai_url, http, submit_http),
             storage=storage,
             fetch_url=functools.partial(_fetch_source, http),
             metrics=metrics,
@@ -165,10 +173,13 @@ async def _sweep_pushes(notifier: Notifier) -> None:
     if not isinstance(notifier, PushNotifier):
         return
     while True:
-        # A full batch means there may be more; a bounded number of batches per round.
-        for _ in range(20):
-            if await notifier.sweep() < notifier.sweep_batch:
-                break
+        try:
+            # A full batch means there may be more; a bounded number of batches per round.
+            for _ in range(20):
+                if await notifier.sweep() < notifier.sweep_batch:
+                    break
+        except Exception:
+            log.exception("push_sweep_failed")
         await asyncio.sleep(PUSH_SWEEP_INTERVAL_S)
 
 
@@ -176,6 +187,8 @@ async def _not_ready_reason(db: Database, supervisor: Supervisor) -> str | None:
     """Ready means: the LISTEN connection is registered and the pool reaches the database."""
     if not supervisor.listener.ready:
         return "the LISTEN connection is down"
+    if not supervisor.healthy:
+        return "a background loop of the listener has stopped"
     try:
         await db.ping()
     except DatabaseUnavailable:

@@ -36,6 +36,10 @@ JobRunner = Callable[[ClaimedJob], Coroutine[Any, Any, JobOutcome]]
 Notify = Callable[[FinishedModel], Coroutine[Any, Any, None]]
 # How long a stopping replica lets pushes that are under way finish.
 PUSH_GRACE_S = 10.0
+# Claims after which a job that never finished (its replica died each time) is failed.
+MAX_CLAIMS = 8
+# Pause after an unexpected error in a background loop, so that it cannot spin.
+LOOP_ERROR_PAUSE_S = 1.0
 
 
 class Supervisor:
@@ -61,6 +65,8 @@ class Supervisor:
         self._connected_before = False
         # Pushes run apart from the rows' coroutines: cancelling a row never cuts one short.
         self.pushing: set[asyncio.Task[None]] = set()
+        # Lease checks started by a notification or a reconnect, kept until they finish.
+        self._checks: set[asyncio.Task[None]] = set()
         self.outcomes: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -82,6 +88,17 @@ class Supervisor:
             asyncio.create_task(self._sweep_loop(), name="sweep"),
             asyncio.create_task(self._renew_loop(), name="renew"),
         ]
+        for loop in self._loops:
+            loop.add_done_callback(self._loop_ended)
+
+    @property
+    def healthy(self) -> bool:
+        """False once a background loop has ended while the replica is not stopping."""
+        return self._stopping or not any(loop.done() for loop in self._loops)
+
+    def _loop_ended(self, loop: asyncio.Task[None]) -> None:
+        if not self._stopping and not loop.cancelled():
+            log.error("loop_ended", extra={"loop": loop.get_name()}, exc_info=loop.exception())
 
     async def stop(self) -> None:
         """Stops claiming, cancels every row's coroutine and hands the leases back at once."""
@@ -111,14 +128,14 @@ class Supervisor:
             self._wake.set()
 
     def _on_cancel(self, payload: str) -> None:
+        # Only a hint too: the lease check reads the job and stops the row if it was cancelled.
         try:
             model_id = uuid.UUID(payload)
         except ValueError:
             return
-        task = self.running.get(model_id)
-        if task is not None:
-            log.info("job_cancel_requested", extra={"model_id": str(model_id)})
-            task.cancel()
+        if model_id in self.running:
+            log.info("job_cancel_heard", extra={"model_id": str(model_id)})
+            self._check_leases()
 
     def _on_connect(self) -> None:
         # Notifications sent while disconnected are lost: look for work, and for cancels.
@@ -127,7 +144,12 @@ class Supervisor:
         self._connected_before = True
         self._wake.set()
         if self.running:
-            asyncio.get_running_loop().create_task(self._renew_once())
+            self._check_leases()
+
+    def _check_leases(self) -> None:
+        check = asyncio.get_running_loop().create_task(self._renew_once())
+        self._checks.add(check)
+        check.add_done_callback(self._checks.discard)
 
     # -- loops --------------------------------------------------------------------------
 
@@ -144,12 +166,21 @@ class Supervisor:
                 except TransientError as exc:
                     log.warning("claim_failed", extra={"error": str(exc)})
                     break
+                except Exception:
+                    log.exception("claim_failed")
+                    await asyncio.sleep(LOOP_ERROR_PAUSE_S)
+                    break
                 for job in jobs:
                     self._start(job)
                 if len(jobs) < asked:
                     break
 
     def _start(self, job: ClaimedJob) -> None:
+        if job.model_id in self.running:
+            # Its lease had run out while it was still running here (the database was away):
+            # the claim renewed it, and the coroutine goes on. Never two coroutines for a row.
+            log.warning("job_reclaimed_while_running", extra={"model_id": str(job.model_id)})
+            return
         log.info(
             "job_claimed",
             extra={
@@ -187,17 +218,27 @@ class Supervisor:
                 self.metrics.rows_failed.labels(result.failure_kind or "other").inc()
             if result.finished is not None:
                 self.metrics.end_to_end.observe(queued_s + time.monotonic() - claimed_at)
-                push = asyncio.create_task(self.notify(result.finished), name=f"push-{model_id}")
-                self.pushing.add(push)
-                push.add_done_callback(self.pushing.discard)
+                self._tell_owner(result.finished)
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if not self._stopping:
             self._wake.set()
+
+    def _tell_owner(self, finished: FinishedModel) -> None:
+        push = asyncio.create_task(self.notify(finished), name=f"push-{finished.model_id}")
+        self.pushing.add(push)
+        push.add_done_callback(self.pushing.discard)
 
     async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.capacity.sweep_interval_s)
             self._wake.set()
+            try:
+                for finished in await self.db.give_up_jobs(MAX_CLAIMS):
+                    log.warning("job_given_up", extra={"model_id": str(finished.model_id)})
+                    self.metrics.rows_failed.labels("given_up").inc()
+                    self._tell_owner(finished)
+            except Exception as exc:
+                log.warning("give_up_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     async def _renew_loop(self) -> None:
         while True:
@@ -209,8 +250,8 @@ class Supervisor:
         ids = list(self.running)
         try:
             alive = await self.db.renew_leases(self.capacity.owner, ids, self.capacity.lease_s)
-        except TransientError as exc:
-            log.warning("lease_renewal_failed", extra={"error": str(exc)})
+        except Exception as exc:  # never let the renewer die: the next round tries again
+            log.warning("lease_renewal_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             return
         for model_id in ids:
             task = self.running.get(model_id)

@@ -153,3 +153,24 @@ async def test_storage_refusing_access_fails_the_row_at_once(stack: Stack) -> No
     stack.s3.fail_requests(403)
     (row,) = await run_rows(stack, [GOOD])
     assert (row["status"], row["error_message"]) == ("failed", "Storage refused the upload: access denied.")
+
+
+async def test_a_submission_refused_for_now_is_sent_again(stack: Stack) -> None:
+    stack.simulator.config.fail_submits_next_n = 2
+    stack.simulator.config.submit_error_status = 502
+    (row,) = await run_rows(stack, [GOOD])
+    assert row["status"] == "completed"
+    assert len(stack.simulator.submissions) == 1
+
+
+async def test_a_submission_that_may_have_started_is_never_sent_twice(stack: Stack) -> None:
+    stack.simulator.config.fail_submits_next_n = 1
+    stack.simulator.config.submit_error_status = 504
+    (row,) = await run_rows(stack, [GOOD])
+    assert row["status"] == "failed"
+    assert row["error_message"] == (
+        "The AI server stopped answering while it received the request; it was not sent again, "
+        "so that the model is not generated twice."
+    )
+    assert stack.simulator.config.fail_submits_next_n == 0  # the 504 was answered...
+    assert stack.simulator.submissions == []  # ...and nothing was sent after it

@@ -95,7 +95,8 @@ async def test_terminated_connections_lose_no_row(stack: Stack) -> None:
     assert terminated >= 2  # the LISTEN connection and at least one pooled connection
     assert {r["status"] for r in rows.values()} == {"completed"}
     assert len(stack.simulator.submissions) == 6
-    assert listener.task.result().listener.reconnects >= 1
+    supervisor = listener.task.result()
+    assert supervisor is not None and supervisor.listener.reconnects >= 1
 
 
 async def test_sigterm_hands_the_lease_back_and_another_replica_resumes(stack: Stack, tmp_path: Path) -> None:

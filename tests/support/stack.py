@@ -78,7 +78,7 @@ class RunningListener:
     """A listener serving in this event loop."""
 
     stop: asyncio.Event
-    task: asyncio.Task[Supervisor]
+    task: asyncio.Task[Supervisor | None]
 
 
 @asynccontextmanager
