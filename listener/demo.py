@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -45,20 +44,6 @@ ROWS_DEADLINE_S = 60.0
 REFRESH_S = 0.25
 CANCEL_AT_PROGRESS = 20  # the owner changes their mind once the bar is this far
 MIN_DURATION_S, DURATION_SPREAD_S = 3.0, 5.0  # each generation takes 3 to 8 s
-
-
-class VariedSimulator(AISimulator):
-    """The AI simulator with a duration of its own for each task, so the bars move apart."""
-
-    def _status_of(self, task: Any) -> tuple[str, float]:
-        # SimulatorConfig has one duration for every task; lend each task its own meanwhile.
-        base = self.config.duration_s
-        digest = hashlib.sha256(str(task.submission.task_id).encode()).digest()
-        self.config.duration_s = MIN_DURATION_S + DURATION_SPREAD_S * digest[0] / 255
-        try:
-            return super()._status_of(task)
-        finally:
-            self.config.duration_s = base
 
 
 @dataclasses.dataclass
@@ -125,7 +110,9 @@ class Demo:
         self.tty = out.isatty()
         self.pg = EmbeddedPostgres()
         self.s3 = LocalS3()
-        self.simulator = VariedSimulator(SimulatorConfig(duration_s=MIN_DURATION_S))
+        self.simulator = AISimulator(
+            SimulatorConfig(duration_s=MIN_DURATION_S, duration_spread_s=DURATION_SPREAD_S)
+        )
         self.cleanup = contextlib.AsyncExitStack()
         self.workdir: Path | None = None
         self.phase = "working"  # then "idle" (--keep-running) and "cleaning"

@@ -37,6 +37,7 @@ class SimulatorConfig:
     """Knobs of the simulated AI server; tests may change them while it runs."""
 
     duration_s: float = 3.0  # from submission to the final status
+    duration_spread_s: float = 0.0  # each task takes up to this much longer, fixed by its id
     pending_fraction: float = 0.2  # share of duration_s spent PENDING
     progress_dips: bool = True  # every 4th IN_PROGRESS poll reports a little less than the last
     force_outcome: str | None = None  # "SUCCEEDED", "FAILED" or "CANCELED" for every new task
@@ -322,7 +323,8 @@ class AISimulator:
         return web.json_response({"status": "ok", "data": data})
 
     def _status_of(self, task: _Task) -> tuple[str, float]:
-        duration = self.config.duration_s
+        share = hashlib.sha256(task.submission.task_id.encode()).digest()[0] / 255
+        duration = self.config.duration_s + self.config.duration_spread_s * share
         elapsed = time.monotonic() - task.submitted_at
         if elapsed >= duration:
             if task.outcome == "SUCCEEDED":
