@@ -27,9 +27,10 @@ from listener.logs import JsonFormatter, register_secret
 from listener.migrate import migrate
 from listener.notify import LogNotifier
 from listener.queries import query
+from listener.sample_files import build_png
 from listener.service import serve
 from listener.settings import load_settings
-from listener.simulator import FAIL_MARKER, AISimulator, SimulatorConfig, build_png
+from listener.simulator import FAIL_MARKER, AISimulator, SimulatorConfig
 from listener.sizes import human_size
 from listener.status import bar
 from listener.storage import StorageConfig

@@ -17,11 +17,12 @@ import aiohttp
 from listener.ai_client import AIClient
 from listener.db import Database, DatabaseUnavailable, is_transaction_pooler
 from listener.downloads import download
-from listener.generation import Clients, GenerationSettings, run_job
+from listener.generation import run_job
 from listener.health import HealthServer
 from listener.metrics import Metrics
 from listener.notifications import PushNotifier
 from listener.notify import Notifier
+from listener.ports import Clients, GenerationSettings
 from listener.push import FcmSender
 from listener.retry import RetryPolicy
 from listener.settings import Settings, redact_url

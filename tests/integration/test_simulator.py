@@ -13,7 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from listener.simulator import AISimulator, SimulatorConfig, build_glb, serve_forever
+from listener.sample_files import build_glb
+from listener.simulator import AISimulator, SimulatorConfig, serve_forever
 
 SUBMIT = "/v1/process/modelling?async_mode=true"
 COMMON: dict[str, Any] = {

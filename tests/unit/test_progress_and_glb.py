@@ -10,7 +10,7 @@ import pytest
 from listener.errors import PermanentError
 from listener.glb import verify_glb
 from listener.progress import ProgressReporter, from_ai_progress
-from listener.simulator import build_glb
+from listener.sample_files import build_glb
 
 
 @pytest.mark.parametrize(
