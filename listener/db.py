@@ -150,15 +150,9 @@ class Database:
     async def claim(self, owner: str, slots: int, per_user_limit: int, lease_s: float) -> list[ClaimedJob]:
         """Leases up to `slots` claimable jobs to `owner`, fairly, in one transaction."""
 
-        async def work(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-            async with conn.transaction():
-                await conn.execute(query("claim_lock"))
-                rows: list[asyncpg.Record] = await conn.fetch(
-                    query("claim_jobs"), owner, slots, per_user_limit, lease_s
-                )
-                return rows
-
-        rows = await self._run(work)
+        rows = await self._run(
+            lambda conn: conn.fetch(query("claim_jobs"), owner, slots, per_user_limit, lease_s)
+        )
         return [
             ClaimedJob(
                 model_id=r["model_id"],

@@ -52,7 +52,6 @@ async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSetting
     spool = settings.spool_dir / str(job.model_id)
     generation = Generation(job, clients, settings, spool)
     try:
-        spool.mkdir(parents=True, exist_ok=True)
         finished = await generation.run()
     except LeaseLost:
         log.info("job_lost")
@@ -111,6 +110,7 @@ class Generation:
         if self.task_id is None:
             self.step = "submit"
             await self._submit(request)
+            await asyncio.sleep(self.s.poll_interval_s)  # the task has only just started
         else:
             log.info("job_resumed", extra={"ai_task_id": self.task_id, "attempt": self.job.attempts})
         self.step = "poll"
@@ -175,7 +175,7 @@ class Generation:
         log.info("job_submitted", extra={"ai_task_id": task_id, "task": request.model.task})
 
     async def _source_image(self, image: SourceImage) -> tuple[Path, str, str]:
-        dest = self.spool / f"source-{image.filename}"
+        dest = self._spooled(f"source-{image.filename}")
         try:
             if image.storage_path is not None:
                 path = image.storage_path
@@ -287,7 +287,7 @@ class Generation:
     async def _fetch(self, state: TaskState, kind: str, *, required: bool) -> tuple[Path | None, TaskState]:
         """Spools one result file; a file already gone is recovered by polling the task again."""
         what = {"glb": "GLB model", "stl": "STL file", "thumbnail": "thumbnail"}[kind]
-        dest = self.spool / f"result.{kind}"
+        dest = self._spooled(f"result.{kind}")
         for _ in range(FETCH_ROUNDS):
             url = getattr(state, f"{kind}_url")
             if url is None:
@@ -319,6 +319,11 @@ class Generation:
             ) from exc
         self.c.metrics.bytes_uploaded.inc(size)
         return size
+
+    def _spooled(self, name: str) -> Path:
+        """A path in the row's spool folder, made on first use (most of a row's life needs none)."""
+        self.spool.mkdir(parents=True, exist_ok=True)
+        return self.spool / name
 
     async def _record_poll_failures(self, failures: int) -> bool:
         return await self.s.retry.call(

@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -71,6 +72,7 @@ async def serve(
     notifier: Notifier | None = None,
     retry: RetryPolicy | None = None,
     sweep_interval_s: float = 5.0,
+    on_started: Callable[[], None] | None = None,
 ) -> Supervisor | None:
     """Runs the listener until `stop` is set; returns the stopped supervisor (None if it never started)."""
     owner = replica_name()
@@ -146,6 +148,8 @@ async def serve(
         await supervisor.start()
         await health.start()
         sweeper = asyncio.create_task(_sweep_pushes(notifier), name="push-sweep")
+        if on_started is not None:
+            on_started()
         log.info(
             "listener_started", extra={"concurrency": settings.concurrency, "http_port": settings.http_port}
         )

@@ -1,0 +1,125 @@
+"""Benchmark: insert-to-claim latency at a steady insert rate, beside a bare LISTEN client.
+
+    python -m tests.benchmarks.claim_latency --rate 200 --seconds 10
+
+A real `listener run` process claims rows inserted at `--rate` per second; the rows then
+stay in flight (the simulated generation outlasts the run). Prints percentiles of the
+time from each insert to its claim, and of the time a plain asyncpg LISTEN connection
+takes to hear the same notifications.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from listener.embedded import EmbeddedPostgres, free_port
+from listener.migrate import migrate
+from listener.simulator import AISimulator, SimulatorConfig
+
+
+def summary(values_ms: list[float]) -> dict[str, float]:
+    ordered = sorted(values_ms)
+    return {
+        "p50": round(statistics.median(ordered), 2),
+        "p90": round(ordered[int(0.90 * (len(ordered) - 1))], 2),
+        "p99": round(ordered[int(0.99 * (len(ordered) - 1))], 2),
+        "max": round(ordered[-1], 2),
+    }
+
+
+async def bench(rate: float, seconds: float, users: int) -> dict[str, object]:
+    work = Path(tempfile.mkdtemp(prefix="listener-claim-bench-"))
+    with EmbeddedPostgres() as pg:
+        conn = await asyncpg.connect(pg.dsn)
+        await migrate(conn)
+        simulator = AISimulator(SimulatorConfig(duration_s=3600))
+        await simulator.start()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "DATABASE_URL": pg.dsn,
+            "AI_PYTHON_URL": simulator.base_url,
+            "SUPABASE_URL": "http://127.0.0.1:9",
+            "STORAGE_S3_REGION": "us-east-1",
+            "STORAGE_S3_ACCESS_KEY_ID": "unused",
+            "STORAGE_S3_SECRET_ACCESS_KEY": "unused",
+            "LISTENER_POLL_INTERVAL": "30",
+            "LISTENER_CONCURRENCY": str(int(rate * seconds) + 100),
+            "LISTENER_PER_USER_LIMIT": str(int(rate * seconds)),
+            "LISTENER_SPOOL_DIR": str(work / "spool"),
+            "LISTENER_HTTP_HOST": "127.0.0.1",
+            "LISTENER_HTTP_PORT": str(free_port()),
+        }
+        log = (work / "listener.log").open("wb")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "listener", "run", env=env, stdout=log, stderr=log
+        )
+        heard: dict[str, float] = {}
+        bare = await asyncpg.connect(pg.dsn)
+        await bare.add_listener("listener_jobs", lambda *a: heard.setdefault(a[3], time.perf_counter()))
+        await asyncio.sleep(2.0)  # the listener is up and listening
+
+        owners = [uuid.uuid4() for _ in range(users)]
+        sent: dict[str, float] = {}
+        count = int(rate * seconds)
+        start = time.perf_counter()
+        for n in range(count):
+            await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+            model_id = uuid.uuid4()
+            sent[str(model_id)] = time.perf_counter()
+            await conn.execute(
+                "INSERT INTO public.ai_generated_models "
+                "(id, user_id, generation_type, prompt, model_name, storage_path, status) "
+                "VALUES ($1, $2, 'text_to_3d', $3, 'Bench', '', 'pending')",
+                model_id,
+                owners[n % users],
+                f"model {n}",
+            )
+        achieved = count / (time.perf_counter() - start)
+        deadline = time.monotonic() + 30
+        while await conn.fetchval("SELECT count(*) FROM listener.jobs WHERE claimed_at IS NULL"):
+            if time.monotonic() > deadline:
+                raise SystemExit("rows were not claimed in time")
+            await asyncio.sleep(0.1)
+        claims = await conn.fetch(
+            "SELECT extract(epoch FROM claimed_at - enqueued_at)::float8 * 1000 AS ms FROM listener.jobs"
+        )
+        process.terminate()
+        await process.wait()
+        log.close()
+        await bare.close()
+        await conn.close()
+        await simulator.stop()
+    return {
+        "rows": count,
+        "insert_rate_per_s": round(achieved, 1),
+        "listener_insert_to_claim_ms": summary([r["ms"] for r in claims]),
+        "bare_listen_insert_to_notification_ms": summary(
+            [(heard[k] - sent[k]) * 1000 for k in sent if k in heard]
+        ),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=200.0, help="inserts per second")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--users", type=int, default=200)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(bench(args.rate, args.seconds, args.users)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
