@@ -113,8 +113,8 @@ class AIClient:
                     form.add_field("json", json.dumps(request.fields()), content_type="application/json")
                     async with self.submit_session.post(url, params=params, data=form) as response:
                         envelope = await _submit_envelope(response)
-        except aiohttp.ClientConnectorError as exc:
-            # Never reached the server: safe to send again.
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # The connection was never made, so the request never reached the server: safe to send again.
             raise TransientError(f"the AI server could not be reached: {type(exc).__name__}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PermanentError(_MAYBE_SUBMITTED, kind="submit") from exc

@@ -200,7 +200,10 @@ class Generation:
             if state.finished:
                 return state
             await self.progress.report(from_ai_progress(state.progress))
-            await asyncio.sleep(min(self.s.poll_interval_s, max(0.0, self.deadline - time.monotonic())))
+            delay = min(self.s.poll_interval_s, max(0.0, self.deadline - time.monotonic()))
+            due = time.monotonic() + delay
+            await asyncio.sleep(delay)
+            self.c.metrics.poll_lateness.observe(max(0.0, time.monotonic() - due))
 
     async def _poll(self) -> TaskState:
         """One successful poll, retrying failed ones with backoff up to the failure budget."""

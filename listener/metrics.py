@@ -36,6 +36,12 @@ class Metrics:
             registry=r,
         )
         self.ai_polls = Counter("listener_ai_polls", "Polls sent to the AI server.", registry=r)
+        self.poll_lateness = Histogram(
+            "listener_poll_lateness_seconds",
+            "How much later than planned a poll started (a busy event loop shows here first).",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self.ai_poll_errors = Counter("listener_ai_poll_errors", "Polls that failed.", registry=r)
         self.progress_writes = Counter(
             "listener_progress_writes", "Progress updates written to rows.", registry=r

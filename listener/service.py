@@ -32,7 +32,9 @@ from listener.supervisor import Capacity, Supervisor
 
 log = logging.getLogger(__name__)
 
-HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=180)
+# Waiting for a free connection of the pool is not timed (a burst of rows only queues);
+# making a connection is, and so is every read (the first poll after success can be slow).
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=180)
 # How often pushes that a crashed replica left unsent are looked for.
 PUSH_SWEEP_INTERVAL_S = 60.0
 

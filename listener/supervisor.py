@@ -36,6 +36,8 @@ JobRunner = Callable[[ClaimedJob], Coroutine[Any, Any, JobOutcome]]
 Notify = Callable[[FinishedModel], Coroutine[Any, Any, None]]
 # How long a stopping replica lets pushes that are under way finish.
 PUSH_GRACE_S = 10.0
+# Most rows claimed by one statement: a backlog is taken in short statements, not one long one.
+CLAIM_BATCH = 100
 # Claims after which a job that never finished (its replica died each time) is failed.
 MAX_CLAIMS = 8
 # Pause after an unexpected error in a background loop, so that it cannot spin.
@@ -158,7 +160,7 @@ class Supervisor:
             await self._wake.wait()
             self._wake.clear()
             while self.free_slots > 0 and not self._stopping:
-                asked = self.free_slots
+                asked = min(self.free_slots, CLAIM_BATCH)
                 try:
                     jobs = await self.db.claim(
                         self.capacity.owner, asked, self.capacity.per_user_limit, self.capacity.lease_s

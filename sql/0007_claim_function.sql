@@ -2,6 +2,26 @@
 -- Each statement of a plpgsql function sees what committed before it started, so the
 -- query after the lock sees every claim that committed while this one waited for it.
 
+-- The claim's plan rests on the planner's statistics. A burst of inserts into a table the
+-- statistics still describe as nearly empty makes it pick nested loops that take seconds
+-- per claim; autovacuum would only notice within a minute. So a claim first refreshes the
+-- statistics of a table that has more than doubled since they were taken (a cheap check:
+-- the file's size against the page count the statistics recorded).
+CREATE OR REPLACE FUNCTION listener.refresh_grown_statistics() RETURNS void
+LANGUAGE plpgsql VOLATILE SET search_path = ''
+AS $$
+DECLARE
+    tbl regclass;
+BEGIN
+    FOREACH tbl IN ARRAY ARRAY['listener.jobs'::regclass, 'public.ai_generated_models'::regclass] LOOP
+        IF pg_relation_size(tbl) / current_setting('block_size')::bigint
+           > 2 * greatest((SELECT relpages FROM pg_class WHERE oid = tbl), 0) + 8 THEN
+            EXECUTE format('ANALYZE %s', tbl);
+        END IF;
+    END LOOP;
+END
+$$;
+
 CREATE OR REPLACE FUNCTION listener.claim_jobs(
     owner text, slots integer, per_user_limit integer, lease_s double precision
 )
@@ -28,6 +48,7 @@ AS $$
 BEGIN
     -- Claims are serialised so that the per-user limit holds across replicas.
     PERFORM pg_advisory_xact_lock(hashtext('listener.claim'));
+    PERFORM listener.refresh_grown_statistics();
     RETURN QUERY
     WITH ranked AS (
         SELECT j.model_id, j.user_id, j.priority, j.enqueued_at,
@@ -80,3 +101,4 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION listener.claim_jobs(text, integer, integer, double precision) FROM PUBLIC;
+REVOKE ALL ON FUNCTION listener.refresh_grown_statistics() FROM PUBLIC;
