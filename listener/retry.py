@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -42,10 +43,36 @@ class RetryPolicy:
         on_retry: Callable[[RetryCallState], Awaitable[None] | None] | None = None,
     ) -> T:
         """Calls `fn`, retrying TransientError; the last error is raised when the policy gives up."""
+        if on_retry is None:
+            # Most calls succeed at once: that path skips the retry machinery, whose cost
+            # adds up over thousands of polls a second.
+            try:
+                return await fn()
+            except TransientError:
+                if self.max_attempts <= 1:
+                    raise
+            return await self._retry(fn, self.max_attempts - 1, wait_first=True)
+        return await self._retry(fn, self.max_attempts, on_retry=on_retry)
+
+    async def _retry(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        attempts: int,
+        *,
+        wait_first: bool = False,
+        on_retry: Callable[[RetryCallState], Awaitable[None] | None] | None = None,
+    ) -> T:
+        wait = wait_random_exponential(multiplier=self.first_wait_s, max=self.max_wait_s)
+
+        async def backoff_after_first_failure(state: RetryCallState) -> None:
+            if wait_first and state.attempt_number == 1:
+                await asyncio.sleep(wait(state))
+
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.deadline_s),
-            wait=wait_random_exponential(multiplier=self.first_wait_s, max=self.max_wait_s),
+            stop=stop_after_attempt(attempts) | stop_after_delay(self.deadline_s),
+            wait=wait,
+            before=backoff_after_first_failure,
             before_sleep=on_retry,
             reraise=True,
         )
