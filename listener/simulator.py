@@ -42,6 +42,7 @@ class SimulatorConfig:
     force_outcome: str | None = None  # "SUCCEEDED", "FAILED" or "CANCELED" for every new task
     failure_message: str = "The prompt was rejected by the content filter."
     relative_urls: bool = False  # file URLs as "/files/<name>" (older builds)
+    lose_files_next_n: int = 0  # the next N result files are gone (served elsewhere) when asked for
     legacy_task_id_top_level: bool = False  # submit answer carries task_id beside data
     stl_enabled: bool = True
     thumbnail_enabled: bool = True
@@ -350,6 +351,10 @@ class AISimulator:
         name = request.match_info["name"]
         self.file_fetches[name] += 1
         stored = self._files.get(name)
+        if stored is not None and stored.kind != "thumbnail" and self.config.lose_files_next_n > 0:
+            self.config.lose_files_next_n -= 1
+            self._delete_file(name)
+            stored = None
         if stored is None:
             return _error(404, "File not found")
         if stored.kind != "thumbnail" and not stored.served:

@@ -9,7 +9,7 @@ import asyncpg
 from listener.glb import GLB_MAGIC
 from tests.support.database import as_app_user, insert_model
 from tests.support.realtime import RealtimeTap
-from tests.support.stack import Stack, running_listener, wait_for_status
+from tests.support.stack import Stack, run_rows, running_listener, wait_for_status
 
 
 async def test_text_and_image_requests_complete_with_every_column_right(stack: Stack) -> None:
@@ -83,3 +83,27 @@ async def test_text_and_image_requests_complete_with_every_column_right(stack: S
         assert [u["status"] for u in seen][-1] == "completed"
         polls = stack.simulator.polls[task_id]
         assert len(seen) <= 10 < polls, (len(seen), polls)
+
+
+async def test_older_ai_server_builds_are_understood(stack: Stack) -> None:
+    """Paths instead of absolute URLs, the task id at the top level, a slow first poll after success."""
+    stack.simulator.config.relative_urls = True
+    stack.simulator.config.legacy_task_id_top_level = True
+    stack.simulator.config.success_poll_delay_s = 1.0
+    stack.simulator.config.stl_enabled = False
+    stack.simulator.config.thumbnail_enabled = False
+    (row,) = await run_rows(stack, [{"prompt": "a brass key"}])
+    assert (row["status"], row["error_message"]) == ("completed", None)
+    (submission,) = stack.simulator.submissions
+    assert stack.s3.read_object(row["storage_path"]) == stack.simulator.produced[submission.task_id]["glb"]
+    assert (row["stl_storage_path"], row["thumbnail_url"]) == (None, None)
+
+
+async def test_a_result_file_gone_before_it_was_fetched_is_recovered_by_polling_again(stack: Stack) -> None:
+    stack.simulator.config.lose_files_next_n = 1
+    (row,) = await run_rows(stack, [{"prompt": "a paper lantern"}])
+    assert (row["status"], row["error_message"]) == ("completed", None)
+    (submission,) = stack.simulator.submissions
+    glb_names = [name for name in stack.simulator.file_fetches if name.endswith(".glb")]
+    assert len(glb_names) == 2  # the lost file, then the one the extra poll made anew
+    assert stack.s3.read_object(row["storage_path"]) == stack.simulator.produced[submission.task_id]["glb"]
