@@ -21,7 +21,8 @@ from typing import Any, TextIO, TypeVar
 
 import asyncpg
 
-from listener.embedded import EmbeddedPostgres, free_port
+from listener.embedded import EmbeddedPostgres
+from listener.local_env import local_env
 from listener.local_s3 import LocalS3
 from listener.logs import JsonFormatter, register_secret
 from listener.migrate import migrate
@@ -204,24 +205,18 @@ class Demo:
     def _env(self, dsn: str, ai_url: str, storage: StorageConfig) -> dict[str, str]:
         assert self.workdir is not None
         slots = str(len(self.rows))
-        return {  # what `listener run` would read, so that the demo runs the same code
-            "DATABASE_URL": dsn,
-            "AI_PYTHON_URL": ai_url,
-            "SUPABASE_URL": storage.public_base_url,
-            "STORAGE_S3_ENDPOINT": storage.endpoint_url,
-            "STORAGE_S3_REGION": storage.region,
-            "STORAGE_S3_ACCESS_KEY_ID": storage.access_key_id,
-            "STORAGE_S3_SECRET_ACCESS_KEY": storage.secret_access_key,
-            "STORAGE_BUCKET": storage.bucket,
-            "LISTENER_CONCURRENCY": slots,
-            "LISTENER_PER_USER_LIMIT": slots,
-            "LISTENER_POLL_INTERVAL": "0.5",
-            "LISTENER_PROGRESS_INTERVAL": "0.3",
-            "LISTENER_LEASE_SECONDS": "10",
-            "LISTENER_SPOOL_DIR": str(self.workdir / "spool"),
-            "LISTENER_HTTP_HOST": "127.0.0.1",
-            "LISTENER_HTTP_PORT": str(free_port()),
-        }
+        # What `listener run` would read, so that the demo runs the same code.
+        return local_env(
+            dsn,
+            ai_url,
+            storage,
+            self.workdir / "spool",
+            LISTENER_CONCURRENCY=slots,
+            LISTENER_PER_USER_LIMIT=slots,
+            LISTENER_POLL_INTERVAL="0.5",
+            LISTENER_PROGRESS_INTERVAL="0.3",
+            LISTENER_LEASE_SECONDS="10",
+        )
 
     async def _insert_rows(self) -> None:
         for row in self.rows:

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -23,9 +21,10 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.embedded import EmbeddedPostgres, free_port
+from listener.embedded import EmbeddedPostgres
 from listener.migrate import migrate
 from listener.simulator import AISimulator, SimulatorConfig
+from tests.benchmarks.harness import listener_env, listener_process
 
 
 def summary(values_ms: list[float]) -> dict[str, float]:
@@ -40,63 +39,49 @@ def summary(values_ms: list[float]) -> dict[str, float]:
 
 async def bench(rate: float, seconds: float, users: int) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="listener-claim-bench-"))
+    count = int(rate * seconds)
     with EmbeddedPostgres() as pg:
         conn = await asyncpg.connect(pg.dsn)
         await migrate(conn)
         simulator = AISimulator(SimulatorConfig(duration_s=3600))
         await simulator.start()
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "DATABASE_URL": pg.dsn,
-            "AI_PYTHON_URL": simulator.base_url,
-            "SUPABASE_URL": "http://127.0.0.1:9",
-            "STORAGE_S3_REGION": "us-east-1",
-            "STORAGE_S3_ACCESS_KEY_ID": "unused",
-            "STORAGE_S3_SECRET_ACCESS_KEY": "unused",
-            "LISTENER_POLL_INTERVAL": "30",
-            "LISTENER_CONCURRENCY": str(int(rate * seconds) + 100),
-            "LISTENER_PER_USER_LIMIT": str(int(rate * seconds)),
-            "LISTENER_SPOOL_DIR": str(work / "spool"),
-            "LISTENER_HTTP_HOST": "127.0.0.1",
-            "LISTENER_HTTP_PORT": str(free_port()),
-        }
-        log = (work / "listener.log").open("wb")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "listener", "run", env=env, stdout=log, stderr=log
+        env = listener_env(
+            pg.dsn,
+            simulator.base_url,
+            work / "spool",
+            LISTENER_POLL_INTERVAL="30",
+            LISTENER_CONCURRENCY=str(count + 100),
+            LISTENER_PER_USER_LIMIT=str(count),
         )
         heard: dict[str, float] = {}
         bare = await asyncpg.connect(pg.dsn)
         await bare.add_listener("listener_jobs", lambda *a: heard.setdefault(a[3], time.perf_counter()))
-        await asyncio.sleep(2.0)  # the listener is up and listening
-
-        owners = [uuid.uuid4() for _ in range(users)]
-        sent: dict[str, float] = {}
-        count = int(rate * seconds)
-        start = time.perf_counter()
-        for n in range(count):
-            await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
-            model_id = uuid.uuid4()
-            sent[str(model_id)] = time.perf_counter()
-            await conn.execute(
-                "INSERT INTO public.ai_generated_models "
-                "(id, user_id, generation_type, prompt, model_name, storage_path, status) "
-                "VALUES ($1, $2, 'text_to_3d', $3, 'Bench', '', 'pending')",
-                model_id,
-                owners[n % users],
-                f"model {n}",
-            )
-        achieved = count / (time.perf_counter() - start)
-        deadline = time.monotonic() + 30
-        while await conn.fetchval("SELECT count(*) FROM listener.jobs WHERE claimed_at IS NULL"):
-            if time.monotonic() > deadline:
-                raise SystemExit("rows were not claimed in time")
-            await asyncio.sleep(0.1)
+        async with listener_process(env, work / "listener.log"):
+            await asyncio.sleep(2.0)  # the listener is up and listening
+            owners = [uuid.uuid4() for _ in range(users)]
+            sent: dict[str, float] = {}
+            start = time.perf_counter()
+            for n in range(count):
+                await asyncio.sleep(max(0.0, start + n / rate - time.perf_counter()))
+                model_id = uuid.uuid4()
+                sent[str(model_id)] = time.perf_counter()
+                await conn.execute(
+                    "INSERT INTO public.ai_generated_models "
+                    "(id, user_id, generation_type, prompt, model_name, storage_path, status) "
+                    "VALUES ($1, $2, 'text_to_3d', $3, 'Bench', '', 'pending')",
+                    model_id,
+                    owners[n % users],
+                    f"model {n}",
+                )
+            achieved = count / (time.perf_counter() - start)
+            deadline = time.monotonic() + 30
+            while await conn.fetchval("SELECT count(*) FROM listener.jobs WHERE claimed_at IS NULL"):
+                if time.monotonic() > deadline:
+                    raise SystemExit("rows were not claimed in time")
+                await asyncio.sleep(0.1)
         claims = await conn.fetch(
             "SELECT extract(epoch FROM claimed_at - enqueued_at)::float8 * 1000 AS ms FROM listener.jobs"
         )
-        process.terminate()
-        await process.wait()
-        log.close()
         await bare.close()
         await conn.close()
         await simulator.stop()

@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -21,10 +19,11 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.embedded import EmbeddedPostgres, free_port
+from listener.embedded import EmbeddedPostgres
 from listener.local_s3 import LocalS3
 from listener.migrate import migrate
 from listener.simulator import AISimulator, SimulatorConfig
+from tests.benchmarks.harness import listener_env, listener_process
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -43,54 +42,42 @@ async def bench(
             SimulatorConfig(duration_s=duration_s, file_ttl_after_serve_s=1.0, keep_produced=False)
         )
         await simulator.start()
-        storage = s3.config()
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "DATABASE_URL": pg.dsn,
-            "AI_PYTHON_URL": simulator.base_url,
-            "SUPABASE_URL": storage.public_base_url,
-            "STORAGE_S3_ENDPOINT": storage.endpoint_url,
-            "STORAGE_S3_REGION": storage.region,
-            "STORAGE_S3_ACCESS_KEY_ID": storage.access_key_id,
-            "STORAGE_S3_SECRET_ACCESS_KEY": storage.secret_access_key,
-            "LISTENER_POLL_INTERVAL": str(poll_interval_s),
-            "LISTENER_CONCURRENCY": str(concurrency),
-            "LISTENER_PER_USER_LIMIT": str(concurrency),
-            "LISTENER_SPOOL_DIR": str(work / "spool"),
-            "LISTENER_HTTP_HOST": "127.0.0.1",
-            "LISTENER_HTTP_PORT": str(free_port()),
-        }
-        log = (work / "listener.log").open("wb")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "listener", "run", env=env, stdout=log, stderr=log
+        env = listener_env(
+            pg.dsn,
+            simulator.base_url,
+            work / "spool",
+            s3.config(),
+            LISTENER_POLL_INTERVAL=str(poll_interval_s),
+            LISTENER_CONCURRENCY=str(concurrency),
+            LISTENER_PER_USER_LIMIT=str(concurrency),
         )
-        await asyncio.sleep(1.5)  # started and listening
-        updates_before = await conn.fetchval(
-            "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'ai_generated_models'"
-        )
-        owners = [uuid.uuid4() for _ in range(users)]
-        started = time.monotonic()
-        for n in range(rows):
-            await conn.execute(
-                "INSERT INTO public.ai_generated_models "
-                "(user_id, generation_type, prompt, model_name, storage_path, status) "
-                "VALUES ($1, 'text_to_3d', $2, $3, '', 'pending')",
-                owners[n % users],
-                f"benchmark model {n}",
-                f"Model {n}",
+        async with listener_process(env, work / "listener.log") as process:
+            await asyncio.sleep(1.5)  # started and listening
+            updates_before = await conn.fetchval(
+                "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'ai_generated_models'"
             )
-        deadline = time.monotonic() + duration_s * 4 + 120
-        while (
-            await conn.fetchval("SELECT count(*) FROM public.ai_generated_models WHERE status = 'completed'")
-            < rows
-        ):
-            if time.monotonic() > deadline or process.returncode is not None:
-                raise SystemExit("benchmark rows did not complete in time")
-            await asyncio.sleep(0.1)
-        wall_s = time.monotonic() - started
-        process.terminate()
-        await process.wait()
-        log.close()
+            owners = [uuid.uuid4() for _ in range(users)]
+            started = time.monotonic()
+            for n in range(rows):
+                await conn.execute(
+                    "INSERT INTO public.ai_generated_models "
+                    "(user_id, generation_type, prompt, model_name, storage_path, status) "
+                    "VALUES ($1, 'text_to_3d', $2, $3, '', 'pending')",
+                    owners[n % users],
+                    f"benchmark model {n}",
+                    f"Model {n}",
+                )
+            deadline = time.monotonic() + duration_s * 4 + 120
+            while (
+                await conn.fetchval(
+                    "SELECT count(*) FROM public.ai_generated_models WHERE status = 'completed'"
+                )
+                < rows
+            ):
+                if time.monotonic() > deadline or process.returncode is not None:
+                    raise SystemExit("benchmark rows did not complete in time")
+                await asyncio.sleep(0.1)
+            wall_s = time.monotonic() - started
         await asyncio.sleep(0.7)  # statistics collector catches up
         stats = await conn.fetchrow(
             "SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'ai_generated_models'"

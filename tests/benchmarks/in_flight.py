@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,20 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from listener.embedded import EmbeddedPostgres, free_port
 from listener.migrate import migrate
-
-SIMULATOR = (
-    "import asyncio, sys\n"
-    "from listener.simulator import SimulatorConfig, serve_forever\n"
-    "config = SimulatorConfig(duration_s=3600, keep_produced=False)\n"
-    "asyncio.run(serve_forever('127.0.0.1', int(sys.argv[1]), config))\n"
-)
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+from tests.benchmarks.harness import listener_env, listener_process, memory_mib, simulator_process
 
 
 def lateness_quantile(text: str, q: float) -> float:
@@ -59,38 +44,21 @@ async def bench(rows: int, poll_interval_s: float, settle_polls: int) -> dict[st
     with EmbeddedPostgres() as pg:
         conn = await asyncpg.connect(pg.dsn)
         await migrate(conn)
-        sim_port, http_port = free_port(), free_port()
-        simulator = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SIMULATOR, str(sim_port), stdout=asyncio.subprocess.DEVNULL
-        )
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "DATABASE_URL": pg.dsn,
-            "AI_PYTHON_URL": f"http://127.0.0.1:{sim_port}",
-            "SUPABASE_URL": "http://127.0.0.1:9",
-            "STORAGE_S3_REGION": "us-east-1",
-            "STORAGE_S3_ACCESS_KEY_ID": "unused",
-            "STORAGE_S3_SECRET_ACCESS_KEY": "unused",
-            "LISTENER_POLL_INTERVAL": str(poll_interval_s),
-            "LISTENER_CONCURRENCY": str(rows),
-            "LISTENER_PER_USER_LIMIT": str(rows),
-            "LISTENER_SPOOL_DIR": str(work / "spool"),
-            "LISTENER_HTTP_HOST": "127.0.0.1",
-            "LISTENER_HTTP_PORT": str(http_port),
-            "LISTENER_LOG_FORMAT": "json",
-        }
-        log = (work / "listener.log").open("wb")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "listener", "run", env=env, stdout=log, stderr=log
-        )
+        http_port = free_port()
         try:
-            return await measure(conn, process.pid, rows, poll_interval_s, settle_polls, http_port)
+            async with simulator_process(duration_s=3600, keep_produced=False) as ai_url:
+                env = listener_env(
+                    pg.dsn,
+                    ai_url,
+                    work / "spool",
+                    LISTENER_POLL_INTERVAL=str(poll_interval_s),
+                    LISTENER_CONCURRENCY=str(rows),
+                    LISTENER_PER_USER_LIMIT=str(rows),
+                    LISTENER_HTTP_PORT=str(http_port),
+                )
+                async with listener_process(env, work / "listener.log") as process:
+                    return await measure(conn, process.pid, rows, poll_interval_s, settle_polls, http_port)
         finally:
-            process.terminate()
-            await process.wait()
-            simulator.terminate()
-            await simulator.wait()
-            log.close()
             await conn.close()
 
 
@@ -99,7 +67,7 @@ async def measure(
 ) -> dict[str, object]:
     """Inserts the rows, waits until all are in flight and polled, and reads the figures."""
     await asyncio.sleep(3.0)
-    idle_mib = rss_mib(pid)
+    idle_mib = memory_mib(pid)["VmRSS"]
     await conn.execute(
         "INSERT INTO public.ai_generated_models "
         "(user_id, generation_type, prompt, model_name, storage_path, status) "
@@ -117,7 +85,7 @@ async def measure(
         await asyncio.sleep(0.5)
     all_submitted_s = time.monotonic() - started
     await asyncio.sleep(poll_interval_s * settle_polls)  # every row polled several times
-    busy_mib = rss_mib(pid)
+    busy_mib = memory_mib(pid)["VmRSS"]
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{http_port}/metrics") as r:
         metrics = await r.text()
     in_flight = await conn.fetchval(

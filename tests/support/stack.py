@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 
 from listener.embedded import free_port
+from listener.local_env import local_env
 from listener.local_s3 import LocalS3
 from listener.retry import RetryPolicy
 from listener.service import serve
@@ -44,26 +45,19 @@ class Stack:
 
     def env(self, **overrides: str) -> dict[str, str]:
         """Environment variables for `listener run` in this stack."""
-        config = self.s3.config()
-        env = {
-            "DATABASE_URL": self.db_url.replace("postgres@", f"postgres:{DATABASE_PASSWORD}@", 1),
-            "AI_PYTHON_URL": self.simulator.base_url,
-            "SUPABASE_URL": config.public_base_url,
-            "STORAGE_S3_ENDPOINT": config.endpoint_url,
-            "STORAGE_S3_REGION": config.region,
-            "STORAGE_S3_ACCESS_KEY_ID": config.access_key_id,
-            "STORAGE_S3_SECRET_ACCESS_KEY": config.secret_access_key,
-            "STORAGE_BUCKET": config.bucket,
-            "LISTENER_POLL_INTERVAL": "0.05",
-            "LISTENER_PROGRESS_INTERVAL": "0.3",
-            "LISTENER_LEASE_SECONDS": "3",
-            "LISTENER_CONCURRENCY": "20",
-            "LISTENER_PER_USER_LIMIT": "20",
-            "LISTENER_SPOOL_DIR": str(self.spool_dir),
-            "LISTENER_LOG_FORMAT": "json",
-            "LISTENER_HTTP_HOST": "127.0.0.1",
-            "LISTENER_HTTP_PORT": str(self.http_port),
-        }
+        env = local_env(
+            self.db_url.replace("postgres@", f"postgres:{DATABASE_PASSWORD}@", 1),
+            self.simulator.base_url,
+            self.s3.config(),
+            self.spool_dir,
+            LISTENER_POLL_INTERVAL="0.05",
+            LISTENER_PROGRESS_INTERVAL="0.3",
+            LISTENER_LEASE_SECONDS="3",
+            LISTENER_CONCURRENCY="20",
+            LISTENER_PER_USER_LIMIT="20",
+            LISTENER_LOG_FORMAT="json",
+            LISTENER_HTTP_PORT=str(self.http_port),
+        )
         env.update(self.overrides)
         env.update(overrides)
         return env

@@ -1,0 +1,79 @@
+"""What the benchmarks share: a `listener run` process, its settings, a simulator process, memory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from listener.embedded import free_port
+from listener.local_env import local_env
+from listener.storage import StorageConfig
+
+# Storage for benchmarks whose rows never reach it.
+UNUSED_STORAGE = StorageConfig(
+    endpoint_url="http://127.0.0.1:9",
+    region="us-east-1",
+    access_key_id="unused",
+    secret_access_key="unused",
+    bucket="ai-models",
+    public_base_url="http://127.0.0.1:9",
+)
+
+_SIMULATOR = (
+    "import asyncio, json, sys\n"
+    "from listener.simulator import SimulatorConfig, serve_forever\n"
+    "config = SimulatorConfig(**json.loads(sys.argv[2]))\n"
+    "asyncio.run(serve_forever('127.0.0.1', int(sys.argv[1]), config))\n"
+)
+
+
+def listener_env(
+    database_url: str, ai_url: str, spool_dir: Path, storage: StorageConfig = UNUSED_STORAGE, **settings: str
+) -> dict[str, str]:
+    """The environment of a `listener run` process; `settings` add or replace variables."""
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    return local_env(database_url, ai_url, storage, spool_dir, PATH=path, **settings)
+
+
+@asynccontextmanager
+async def listener_process(env: dict[str, str], log_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`listener run` with `env`, logging to `log_path`; stopped with SIGTERM at the end of the block."""
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "listener", "run", env=env, stdout=log, stderr=log
+        )
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.terminate()
+            await process.wait()
+
+
+@asynccontextmanager
+async def simulator_process(**config: object) -> AsyncIterator[str]:
+    """The AI simulator in a process of its own (sharing no CPU with the caller); yields its URL."""
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _SIMULATOR, str(port), json.dumps(config), stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """A process's resident memory now (VmRSS) and at its peak (VmHWM), in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values
