@@ -1,9 +1,8 @@
-"""The AI server edge: submit a generation, poll it, fetch its files (CONTRACTS.md section 2)."""
+"""The AI server edge: submit a generation, poll it, fetch its files."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -11,7 +10,8 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 
 from listener.downloads import download
-from listener.errors import PermanentError, TransientError
+from listener.errors import PermanentError, TransientError, UnknownTask
+from listener.model import ImageFile, ModelRequest, TaskState
 
 SUBMIT_PATH = "/v1/process/modelling"
 # Sent with every request; the AI server requires them. No user id: with one, the server
@@ -36,47 +36,14 @@ _MAYBE_SUBMITTED = (
 _SUBMIT_RETRYABLE = frozenset({408, 429, 502, 503})
 
 
-class UnknownTask(TransientError):
-    """The AI server answered 500 for the task: it does not know it (or failed internally)."""
-
-
-@dataclass(frozen=True)
-class ModelRequest:
-    """What is sent to the AI server for one row."""
-
-    task: str  # text_to_3d | image_to_3d
-    prompt: str | None = None
-    art_style: str | None = None
-    symmetry_mode: str | None = None
-    target_polycount: int | None = None
-
-    def fields(self) -> dict[str, Any]:
-        """The JSON fields of the request, optional ones only when set."""
-        body: dict[str, Any] = {"task": self.task}
-        for name in ("prompt", "art_style", "symmetry_mode", "target_polycount"):
-            value = getattr(self, name)
-            if value is not None:
-                body[name] = value
-        return body | _COMMON_FIELDS
-
-
-@dataclass(frozen=True)
-class TaskState:
-    """One poll's answer."""
-
-    status: str  # PENDING | IN_PROGRESS | SUCCEEDED | FAILED | CANCELED
-    progress: object
-    glb_url: str | None = None
-    stl_url: str | None = None
-    thumbnail_url: str | None = None
-    dimensions: dict[str, Any] | None = None
-    failure_reason: str | None = None
-    result: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def finished(self) -> bool:
-        """True once the task will not change any more."""
-        return self.status in ("SUCCEEDED", "FAILED", "CANCELED")
+def request_fields(request: ModelRequest) -> dict[str, Any]:
+    """The JSON fields sent for `request`, optional ones only when set."""
+    body: dict[str, Any] = {"task": request.task}
+    for name in ("prompt", "art_style", "symmetry_mode", "target_polycount"):
+        value = getattr(request, name)
+        if value is not None:
+            body[name] = value
+    return body | _COMMON_FIELDS
 
 
 class AIClient:
@@ -96,21 +63,26 @@ class AIClient:
         self.submit_session = submit_session or session
         self.result_hosts = result_hosts | {urlsplit(self.base_url).hostname or ""}
 
-    async def submit(self, request: ModelRequest, image: tuple[Path, str, str] | None = None) -> str:
-        """Starts a generation; returns the task id. `image` is (file, filename, content type)."""
+    async def submit(self, request: ModelRequest, image: ImageFile | None = None) -> str:
+        """Starts a generation; returns the task id."""
         url = f"{self.base_url}{SUBMIT_PATH}"
         params = {"async_mode": "true"}
         try:
             if image is None:
-                async with self.submit_session.post(url, params=params, json=request.fields()) as response:
+                async with self.submit_session.post(
+                    url, params=params, json=request_fields(request)
+                ) as response:
                     envelope = await _submit_envelope(response)
             else:
-                path, filename, content_type = image
-                with path.open("rb") as image_file:
+                with image.path.open("rb") as image_file:
                     form = aiohttp.FormData()
                     form.add_field("task", request.task)
-                    form.add_field("image_file", image_file, filename=filename, content_type=content_type)
-                    form.add_field("json", json.dumps(request.fields()), content_type="application/json")
+                    form.add_field(
+                        "image_file", image_file, filename=image.filename, content_type=image.content_type
+                    )
+                    form.add_field(
+                        "json", json.dumps(request_fields(request)), content_type="application/json"
+                    )
                     async with self.submit_session.post(url, params=params, data=form) as response:
                         envelope = await _submit_envelope(response)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:

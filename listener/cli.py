@@ -1,4 +1,8 @@
-"""The `listener` command: migrate, run, status, demo."""
+"""The `listener` command: migrate, run, status, demo.
+
+Each command imports what it needs when it runs: `--help` and `status` never load the
+Storage and FCM SDKs that only `run` uses.
+"""
 
 from __future__ import annotations
 
@@ -12,18 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import asyncpg
-
-from listener.errors import ConfigError
-from listener.logs import configure_logging, register_secret
-from listener.migrate import migrate
-from listener.service import serve
-from listener.settings import Settings, environment, load_database_url, load_settings, redact_url
+from listener.errors import ConfigError, StatusUnavailable
+from listener.logs import configure_logging, redact_url, register_secret
+from listener.settings import Settings, environment, load_database_url, load_settings
 
 EXIT_CONFIG = 2
 
 
 async def _migrate(database_url: str) -> None:
+    import asyncpg
+
+    from listener.migrate import migrate
+
     conn = await asyncpg.connect(database_url)
     try:
         applied = await migrate(conn)
@@ -37,6 +41,8 @@ async def _migrate(database_url: str) -> None:
 
 def cmd_migrate(_: argparse.Namespace) -> int:
     """Applies sql/ to DATABASE_URL."""
+    import asyncpg
+
     env = environment()
     database_url = load_database_url(env)
     configure_logging(env.get("LISTENER_LOG_FORMAT", "json"))
@@ -55,6 +61,8 @@ def register_secrets(settings: Settings) -> None:
 
 
 async def _serve_until_signalled(settings: Settings) -> None:
+    from listener.service import serve
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -82,14 +90,14 @@ def cmd_run(_: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Runs the whole listener on embedded neighbours with a few requests; cleans up at the end."""
-    from listener.demo import run_demo
+    from listener.playground.demo import run_demo
 
     return run_demo(args.rows, args.keep_running, sys.stdout, args.log_file)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Prints counts by status, rows in flight, the oldest pending row and leases per replica."""
-    from listener.status import StatusUnavailable, read_status, render
+    from listener.status import read_status, render
 
     database_url = load_database_url(environment())
     try:

@@ -6,13 +6,13 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
 
-from listener.errors import TransientError
+from listener.errors import DatabaseUnavailable
+from listener.model import ClaimedJob, FinishedModel, Results
 from listener.queries import query
 
 T = TypeVar("T")
@@ -30,10 +30,6 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
 )
-
-
-class DatabaseUnavailable(TransientError):
-    """The database could not be reached or dropped the connection."""
 
 
 def is_transaction_pooler(database_url: str) -> bool:
@@ -54,67 +50,21 @@ def connect_kwargs(database_url: str, application_name: str = "listener") -> dic
     return kwargs
 
 
-@dataclass(frozen=True)
-class ClaimedJob:
-    """A row this replica now holds a lease on, with what its coroutine needs."""
-
-    model_id: uuid.UUID
-    user_id: uuid.UUID
-    generation_type: str
-    prompt: str | None
-    source_image_url: str | None
-    art_style: str | None
-    symmetry_mode: str | None
-    target_polycount: float | None
-    model_name: str
-    progress: int
-    ai_task_id: str | None
-    attempts: int
-    poll_failures: int
-    submitted_age_s: float | None
-    queued_s: float
-
-
-@dataclass(frozen=True)
-class FinishedModel:
-    """A row that reached a terminal status: what the push needs."""
-
-    model_id: uuid.UUID
-    user_id: uuid.UUID
-    model_name: str
-    status: str
-    error_message: str | None
-
-
-@dataclass(frozen=True)
-class Results:
-    """The columns a completed row gets."""
-
-    storage_path: str
-    download_url: str
-    file_size: int
-    stl_storage_path: str | None
-    stl_download_url: str | None
-    thumbnail_url: str | None
-    model_dimensions: dict[str, Any] | None
-    generation_metadata: dict[str, Any]
-
-
 def _finished(row: asyncpg.Record | None) -> FinishedModel | None:
     if row is None:
         return None
     return FinishedModel(row["id"], row["user_id"], row["model_name"], row["status"], row["error_message"])
 
 
-class Database:
-    """The listener's statements against Postgres, each mapped to the project's errors."""
+class Postgres:
+    """A pool that runs the named statements of queries.sql, its errors mapped to the project's."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, database_url: str, *, max_size: int = 10) -> AsyncIterator[Database]:
+    async def connect(cls, database_url: str, *, max_size: int = 10) -> AsyncIterator[Postgres]:
         """Opens a pool for the duration of the block."""
         try:
             pool = await asyncpg.create_pool(min_size=0, max_size=max_size, **connect_kwargs(database_url))
@@ -132,27 +82,48 @@ class Database:
         except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"database call failed: {type(exc).__name__}: {exc}") from exc
 
-    async def _fetchrow(self, name: str, *args: object) -> asyncpg.Record | None:
+    async def fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
+        """Every row the statement `name` returns."""
+        return await self._run(lambda conn: conn.fetch(query(name), *args))
+
+    async def fetchrow(self, name: str, *args: object) -> asyncpg.Record | None:
+        """The first row the statement `name` returns, or None."""
         return await self._run(lambda conn: conn.fetchrow(query(name), *args))
 
-    async def _updated(self, name: str, *args: object) -> bool:
-        return await self._fetchrow(name, *args) is not None
+    async def execute(self, name: str, *args: object) -> None:
+        """Runs the statement `name` for its effect."""
+        await self._run(lambda conn: conn.execute(query(name), *args))
 
     async def ping(self) -> None:
         """Raises DatabaseUnavailable unless a trivial statement succeeds."""
-        await self._run(lambda conn: conn.fetchval("SELECT 1"))
+        await self.fetchrow("ping")
+
+
+class Database:
+    """The job store: claims, leases and the writes of a row's life (the core's JobStore and LeaseStore)."""
+
+    def __init__(self, pg: Postgres) -> None:
+        self.pg = pg
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(cls, database_url: str, *, max_size: int = 10) -> AsyncIterator[Database]:
+        """A job store on a pool of its own, for the duration of the block."""
+        async with Postgres.connect(database_url, max_size=max_size) as pg:
+            yield cls(pg)
+
+    async def _updated(self, name: str, *args: object) -> bool:
+        return await self.pg.fetchrow(name, *args) is not None
 
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
         """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""
-        rows = await self._run(lambda conn: conn.fetch(query("give_up_jobs"), max_claims))
+        rows = await self.pg.fetch("give_up_jobs", max_claims)
         return [model for model in map(_finished, rows) if model is not None]
 
     async def claim(self, owner: str, slots: int, per_user_limit: int, lease_s: float) -> list[ClaimedJob]:
         """Leases up to `slots` claimable jobs to `owner`, fairly, in one transaction."""
 
-        rows = await self._run(
-            lambda conn: conn.fetch(query("claim_jobs"), owner, slots, per_user_limit, lease_s)
-        )
+        rows = await self.pg.fetch("claim_jobs", owner, slots, per_user_limit, lease_s)
         return [
             ClaimedJob(
                 model_id=r["model_id"],
@@ -180,27 +151,21 @@ class Database:
         """Extends the leases still ours; returns their ids."""
         if not model_ids:
             return set()
-        rows = await self._run(
-            lambda conn: conn.fetch(query("renew_leases"), owner, list(model_ids), lease_s)
-        )
+        rows = await self.pg.fetch("renew_leases", owner, list(model_ids), lease_s)
         return {r["model_id"] for r in rows}
 
     async def release_leases(self, owner: str) -> int:
         """Hands every unfinished job of `owner` back; returns how many."""
-        rows = await self._run(lambda conn: conn.fetch(query("release_leases"), owner))
+        rows = await self.pg.fetch("release_leases", owner)
         return len(rows)
 
     async def release_lease(self, model_id: uuid.UUID, owner: str) -> None:
         """Hands one job back so that a replica can take it up again."""
-        await self._run(lambda conn: conn.execute(query("release_lease"), model_id, owner))
+        await self.pg.execute("release_lease", model_id, owner)
 
     async def record_task_id(self, model_id: uuid.UUID, owner: str, task_id: str) -> bool:
         """Stores the AI task id before the first poll; False if the job is no longer ours."""
         return await self._updated("record_task_id", model_id, owner, task_id)
-
-    async def forget_task_id(self, model_id: uuid.UUID, owner: str) -> bool:
-        """Clears a task id the AI server no longer knows; False if the job is no longer ours."""
-        return await self._updated("forget_task_id", model_id, owner)
 
     async def record_poll_failures(self, model_id: uuid.UUID, owner: str, failures: int) -> bool:
         """Stores the count of failed polls in a row; False if the job is no longer ours."""
@@ -212,7 +177,7 @@ class Database:
 
     async def complete(self, model_id: uuid.UUID, owner: str, results: Results) -> FinishedModel | None:
         """Marks the row completed and ends its job in one statement; None if no longer ours."""
-        row = await self._fetchrow(
+        row = await self.pg.fetchrow(
             "complete_job",
             model_id,
             owner,
@@ -231,4 +196,4 @@ class Database:
         self, model_id: uuid.UUID, owner: str, reason: str, metadata: dict[str, Any]
     ) -> FinishedModel | None:
         """Marks the row failed with `reason` and ends its job; None if no longer ours."""
-        return _finished(await self._fetchrow("fail_job", model_id, owner, reason, json.dumps(metadata)))
+        return _finished(await self.pg.fetchrow("fail_job", model_id, owner, reason, json.dumps(metadata)))

@@ -6,14 +6,10 @@ from pathlib import Path
 
 import aiohttp
 
-from listener.errors import PermanentError, TransientError
+from listener.errors import FileGone, PermanentError, TransientError
 from listener.sizes import human_size
 
 CHUNK_BYTES = 256 * 1024
-
-
-class FileGone(TransientError):
-    """The server answered 404: a result file it served once and deleted."""
 
 
 async def download(session: aiohttp.ClientSession, url: str, dest: Path, max_bytes: int, *, what: str) -> int:

@@ -1,4 +1,27 @@
-"""The project's exceptions: one root, and a split between what is worth retrying and what is not."""
+"""Every exception the listener raises on purpose, in one tree.
+
+    ListenerError                 root; the core catches nothing wider
+    ├── ConfigError               a setting is missing or malformed (settings.py, push/texts.py);
+    │                             the command line prints it and exits 2
+    ├── StatusUnavailable         `listener status` could not ask the database (status.py)
+    ├── LeaseLost                 the row is no longer this replica's: cancelled, deleted or taken
+    │                             over (raised by generation.py when a write finds the job gone);
+    │                             the row's coroutine stops without writing
+    ├── TransientError            worth trying again: a lost connection, a timeout, 5xx or 429.
+    │   │                         Adapters raise it; retry.py retries it; when the retries run
+    │   │                         out, generation.py turns it into a PermanentError
+    │   ├── DatabaseUnavailable   Postgres unreachable or the connection dropped (db.py); a row
+    │   │                         that meets it is handed back to be claimed again, not failed
+    │   ├── UnknownTask           the AI server answered 500 for a task (ai_client.py)
+    │   ├── FileGone              a result file answered 404: served once, then deleted
+    │   │                         (downloads.py); generation.py polls again for a fresh URL
+    │   └── PushUndelivered       some push messages met a retryable error (push/notifier.py)
+    └── PermanentError            ends the row as `failed`; its message is the sentence the
+                                  owner reads in `error_message` and in the push
+
+Adapters translate their SDK's exceptions at the edge (`raise TransientError(...) from exc`),
+so nothing above them sees an asyncpg, aiohttp, botocore or firebase error.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +34,32 @@ class ConfigError(ListenerError):
     """A setting is missing or malformed; the message names it."""
 
 
+class StatusUnavailable(ListenerError):
+    """The database could not be asked for the status; the message is one line, safe to print."""
+
+
+class LeaseLost(ListenerError):
+    """The job is no longer this replica's: cancelled, deleted, or taken over."""
+
+
 class TransientError(ListenerError):
     """A failure worth retrying: a lost connection, a timeout, a 5xx or 429 answer."""
+
+
+class DatabaseUnavailable(TransientError):
+    """The database could not be reached or dropped the connection."""
+
+
+class UnknownTask(TransientError):
+    """The AI server answered 500 for the task: it does not know it (or failed internally)."""
+
+
+class FileGone(TransientError):
+    """The server answered 404: a result file it served once and deleted."""
+
+
+class PushUndelivered(TransientError):
+    """Some push messages met a retryable error."""
 
 
 class PermanentError(ListenerError):

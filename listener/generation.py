@@ -8,16 +8,20 @@ import logging
 import shutil
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from listener.ai_client import TaskState, UnknownTask
-from listener.db import ClaimedJob, DatabaseUnavailable, FinishedModel, Results
-from listener.downloads import FileGone
-from listener.errors import ListenerError, PermanentError, TransientError
+from listener.errors import (
+    DatabaseUnavailable,
+    FileGone,
+    LeaseLost,
+    PermanentError,
+    TransientError,
+    UnknownTask,
+)
 from listener.glb import verify_glb
 from listener.logs import current_model_id
+from listener.model import ClaimedJob, FinishedModel, ImageFile, JobOutcome, Results, TaskState
 from listener.ports import Clients, GenerationSettings, JobStore
 from listener.progress import FETCHED, UPLOADED, ProgressReporter, from_ai_progress
 from listener.retry import RetryPolicy
@@ -31,19 +35,6 @@ SUBMIT_GRACE_S = 30.0
 # How often a result file that vanished (served once, then deleted) is asked for again.
 FETCH_ROUNDS = 3
 GLB_TYPE, STL_TYPE, PNG_TYPE = "model/gltf-binary", "application/octet-stream", "image/png"
-
-
-class LeaseLost(ListenerError):
-    """The job is no longer this replica's: cancelled, deleted, or taken over."""
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """How a row's coroutine ended: completed, failed, lost or released; why, if it failed."""
-
-    outcome: str
-    finished: FinishedModel | None = None
-    failure_kind: str | None = None
 
 
 async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSettings) -> JobOutcome:
@@ -85,8 +76,8 @@ class Generation:
 
     def __init__(self, job: ClaimedJob, clients: Clients, settings: GenerationSettings, spool: Path) -> None:
         self.job = job
-        self.c = clients
-        self.s = settings
+        self.clients = clients
+        self.settings = settings
         self.spool = spool
         self.task_id = job.ai_task_id
         self.poll_failures = job.poll_failures
@@ -98,19 +89,38 @@ class Generation:
             self._write_progress, start=job.progress, interval_s=settings.progress_interval_s
         )
         age = job.submitted_age_s if job.ai_task_id is not None and job.submitted_age_s is not None else 0.0
+        # When the row fails as timed out (time.monotonic()): counted from the submission, or
+        # from the claim while nothing is submitted yet. It bounds every step, hung ones too.
         self.deadline = time.monotonic() + settings.generation_timeout_s - age
+        self._timeout: asyncio.Timeout | None = None
 
     async def run(self) -> FinishedModel | None:
+        """Takes the row to `completed`; None if it was no longer ours. Failures raise PermanentError."""
+        try:
+            async with asyncio.timeout_at(self._loop_time(self.deadline)) as self._timeout:
+                results = await self._generate()
+        except TimeoutError as exc:
+            if self._timeout is None or not self._timeout.expired():
+                raise
+            raise self._timed_out() from exc
+        finished = await self.settings.retry.call(
+            lambda: self.clients.db.complete(self.job.model_id, self.settings.owner, results)
+        )
+        if finished is not None:
+            log.info("job_completed", extra={"file_size": results.file_size, "seconds": self._elapsed()})
+        return finished
+
+    async def _generate(self) -> Results:
         request = validate(
             self.job,
-            bucket=self.s.bucket,
-            public_base_url=self.s.public_base_url,
-            source_hosts=self.s.source_hosts,
+            bucket=self.settings.bucket,
+            public_base_url=self.settings.public_base_url,
+            source_hosts=self.settings.source_hosts,
         )
         if self.task_id is None:
             self.step = "submit"
             await self._submit(request)
-            await asyncio.sleep(self.s.poll_interval_s)  # the task has only just started
+            await asyncio.sleep(self.settings.poll_interval_s)  # the task has only just started
         else:
             log.info("job_resumed", extra={"ai_task_id": self.task_id, "attempt": self.job.attempts})
         self.step = "poll"
@@ -121,21 +131,15 @@ class Generation:
             )
         if state.status == "CANCELED":
             raise PermanentError("The AI server cancelled the generation.", kind="upstream")
-        results = await self._store_results(state)
-        finished = await self.s.retry.call(
-            lambda: self.c.db.complete(self.job.model_id, self.s.owner, results)
-        )
-        if finished is not None:
-            log.info("job_completed", extra={"file_size": results.file_size, "seconds": self._elapsed()})
-        return finished
+        return await self._store_results(state)
 
     async def fail(self, reason: str) -> FinishedModel | None:
         """Marks the row failed with `reason`; None if the job was no longer ours."""
         metadata: dict[str, Any] = {"ai_task_id": self.task_id} if self.task_id else {}
         log.info("job_failed", extra={"reason": reason, "seconds": self._elapsed()})
         try:
-            return await self.s.retry.call(
-                lambda: self.c.db.fail(self.job.model_id, self.s.owner, reason, metadata)
+            return await self.settings.retry.call(
+                lambda: self.clients.db.fail(self.job.model_id, self.settings.owner, reason, metadata)
             )
         except TransientError:
             log.warning("job_fail_not_recorded")
@@ -158,39 +162,43 @@ class Generation:
                 submitting.exception()  # the row is stopping: how the submission ended changes nothing
             raise
 
-    async def _submit_and_record(self, request: ValidRequest, image: tuple[Path, str, str] | None) -> None:
+    async def _submit_and_record(self, request: ValidRequest, image: ImageFile | None) -> None:
         try:
-            task_id = await self.s.retry.call(lambda: self.c.ai.submit(request.model, image))
+            task_id = await self.settings.retry.call(lambda: self.clients.ai.submit(request.model, image))
         except TransientError as exc:
             raise PermanentError(
                 "The AI server did not accept the request after several tries; "
                 f"the last error was: {_clause(exc)}."
             ) from exc
-        if not await self.s.retry.call(
-            lambda: self.c.db.record_task_id(self.job.model_id, self.s.owner, task_id)
+        if not await self.settings.retry.call(
+            lambda: self.clients.db.record_task_id(self.job.model_id, self.settings.owner, task_id)
         ):
             raise LeaseLost
         self.task_id = task_id
-        self.deadline = time.monotonic() + self.s.generation_timeout_s
+        self._set_deadline(time.monotonic() + self.settings.generation_timeout_s)
         log.info("job_submitted", extra={"ai_task_id": task_id, "task": request.model.task})
 
-    async def _source_image(self, image: SourceImage) -> tuple[Path, str, str]:
+    async def _source_image(self, image: SourceImage) -> ImageFile:
         dest = self._spooled(f"source-{image.filename}")
         try:
             if image.storage_path is not None:
                 path = image.storage_path
-                await self.s.retry.call(lambda: self.c.storage.download(path, dest, MAX_SOURCE_IMAGE_BYTES))
+                await self.settings.retry.call(
+                    lambda: self.clients.storage.download(path, dest, MAX_SOURCE_IMAGE_BYTES)
+                )
             else:
                 assert image.url is not None
                 url = image.url
-                await self.s.retry.call(lambda: self.c.fetch_url(url, dest, MAX_SOURCE_IMAGE_BYTES))
+                await self.settings.retry.call(
+                    lambda: self.clients.fetch_url(url, dest, MAX_SOURCE_IMAGE_BYTES)
+                )
         except FileGone as exc:
             raise PermanentError("The source image was not found at its URL.") from exc
         except TransientError as exc:
             raise PermanentError(
                 f"The source image could not be fetched; the last error was: {_clause(exc)}."
             ) from exc
-        return dest, image.filename, image.content_type
+        return ImageFile(dest, image.filename, image.content_type)
 
     # -- poll -----------------------------------------------------------------------------
 
@@ -200,10 +208,10 @@ class Generation:
             if state.finished:
                 return state
             await self.progress.report(from_ai_progress(state.progress))
-            delay = min(self.s.poll_interval_s, max(0.0, self.deadline - time.monotonic()))
+            delay = min(self.settings.poll_interval_s, max(0.0, self.deadline - time.monotonic()))
             due = time.monotonic() + delay
             await asyncio.sleep(delay)
-            self.c.metrics.poll_lateness.observe(max(0.0, time.monotonic() - due))
+            self.clients.metrics.poll_lateness.observe(max(0.0, time.monotonic() - due))
 
     async def _poll(self) -> TaskState:
         """One successful poll, retrying failed ones with backoff up to the failure budget."""
@@ -212,22 +220,20 @@ class Generation:
         failures = self.poll_failures
         # Failed polls back off from one poll interval up to eight, with jitter.
         policy = RetryPolicy(
-            first_wait_s=self.s.poll_interval_s,
-            max_wait_s=min(60.0, 8 * self.s.poll_interval_s),
+            first_wait_s=self.settings.poll_interval_s,
+            max_wait_s=min(60.0, 8 * self.settings.poll_interval_s),
             deadline_s=max(0.0, self.deadline - time.monotonic()),
-            max_attempts=max(1, self.s.max_poll_failures - failures),
+            max_attempts=max(1, self.settings.max_poll_failures - failures),
         )
 
         async def poll_once() -> TaskState:
             if time.monotonic() >= self.deadline:
-                raise PermanentError(
-                    f"Generation timed out after {_duration(self.s.generation_timeout_s)}.", kind="timeout"
-                )
-            self.c.metrics.ai_polls.inc()
+                raise self._timed_out()
+            self.clients.metrics.ai_polls.inc()
             try:
-                return await self.c.ai.poll(task_id)
+                return await self.clients.ai.poll(task_id)
             except TransientError as exc:
-                self.c.metrics.ai_poll_errors.inc()
+                self.clients.metrics.ai_poll_errors.inc()
                 nonlocal failures
                 failures += 1
                 if not await self._record_poll_failures(failures):
@@ -239,9 +245,7 @@ class Generation:
             state = await policy.call(poll_once)
         except TransientError as exc:
             if time.monotonic() >= self.deadline:
-                raise PermanentError(
-                    f"Generation timed out after {_duration(self.s.generation_timeout_s)}.", kind="timeout"
-                ) from exc
+                raise self._timed_out() from exc
             if isinstance(exc, UnknownTask):
                 raise PermanentError(
                     f"The AI server no longer knows this generation: {failures} polls in a row failed."
@@ -278,11 +282,11 @@ class Generation:
         await self.progress.report(UPLOADED, force=True)
         return Results(
             storage_path=glb_path,
-            download_url=self.c.storage.public_url(glb_path),
+            download_url=self.clients.storage.public_url(glb_path),
             file_size=size,
             stl_storage_path=stl_path,
-            stl_download_url=self.c.storage.public_url(stl_path) if stl_path else None,
-            thumbnail_url=self.c.storage.public_url(thumbnail_path) if thumbnail_path else None,
+            stl_download_url=self.clients.storage.public_url(stl_path) if stl_path else None,
+            thumbnail_url=self.clients.storage.public_url(thumbnail_path) if thumbnail_path else None,
             model_dimensions=state.dimensions,
             generation_metadata={"ai_task_id": self.task_id, "ai_result": state.result},
         )
@@ -300,7 +304,7 @@ class Generation:
                     )
                 return None, state
             try:
-                await self.c.ai.fetch(url, dest, self.s.max_file_bytes, what=what)
+                await self.clients.ai.fetch(url, dest, self.settings.max_file_bytes, what=what)
                 return dest, state
             except TransientError as exc:
                 log.warning("result_fetch_failed", extra={"kind": kind, "error": str(exc)})
@@ -315,12 +319,14 @@ class Generation:
 
     async def _upload(self, path: str, local: Path, content_type: str) -> int:
         try:
-            size = await self.s.retry.call(lambda: self.c.storage.upload_file(path, local, content_type))
+            size = await self.settings.retry.call(
+                lambda: self.clients.storage.upload_file(path, local, content_type)
+            )
         except TransientError as exc:
             raise PermanentError(
                 f"Storage kept failing the upload; the last answer was: {_clause(exc)}."
             ) from exc
-        self.c.metrics.bytes_uploaded.inc(size)
+        self.clients.metrics.bytes_uploaded.inc(size)
         return size
 
     def _spooled(self, name: str) -> Path:
@@ -329,19 +335,34 @@ class Generation:
         return self.spool / name
 
     async def _record_poll_failures(self, failures: int) -> bool:
-        return await self.s.retry.call(
-            lambda: self.c.db.record_poll_failures(self.job.model_id, self.s.owner, failures)
+        return await self.settings.retry.call(
+            lambda: self.clients.db.record_poll_failures(self.job.model_id, self.settings.owner, failures)
         )
 
     async def _write_progress(self, value: int) -> None:
         # Progress is a courtesy: a write that cannot be made is skipped, the next one catches up.
         try:
-            written = await self.c.db.write_progress(self.job.model_id, self.s.owner, value)
+            written = await self.clients.db.write_progress(self.job.model_id, self.settings.owner, value)
         except DatabaseUnavailable as exc:
             log.warning("progress_not_written", extra={"error": str(exc)})
             return
         if written:
-            self.c.metrics.progress_writes.inc()
+            self.clients.metrics.progress_writes.inc()
+
+    def _set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+        if self._timeout is not None:
+            self._timeout.reschedule(self._loop_time(deadline))
+
+    @staticmethod
+    def _loop_time(monotonic: float) -> float:
+        """A time.monotonic() instant on the event loop's clock."""
+        return asyncio.get_running_loop().time() + monotonic - time.monotonic()
+
+    def _timed_out(self) -> PermanentError:
+        return PermanentError(
+            f"Generation timed out after {_duration(self.settings.generation_timeout_s)}.", kind="timeout"
+        )
 
     def _elapsed(self) -> float:
         return round(time.monotonic() - self.started, 3)

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
+from urllib.parse import urlsplit
 
 # The model a coroutine works on; every line it logs carries it.
 current_model_id: ContextVar[str | None] = ContextVar("current_model_id", default=None)
@@ -17,6 +18,17 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
     "taskName",
 }
 _secrets: set[str] = set()
+# Libraries whose INFO lines would drown the listener's own: only their warnings are shown.
+NOISY_LOGGERS = (
+    "aiobotocore",
+    "botocore",
+    "urllib3",
+    "asyncio",
+    "aiohttp.access",
+    "httpx",
+    "httpcore",
+    "werkzeug",  # the local S3 of the demo and the tests
+)
 
 
 def register_secret(value: str | None) -> None:
@@ -30,6 +42,21 @@ def scrub(text: str) -> str:
     for secret in _secrets:
         text = text.replace(secret, "***")
     return text
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, safe to log or show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
+
+
+def quiet_noisy_loggers() -> None:
+    """Shows only the warnings of the libraries in NOISY_LOGGERS."""
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
@@ -76,5 +103,4 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiobotocore", "botocore", "urllib3", "asyncio", "aiohttp.access", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_noisy_loggers()

@@ -39,7 +39,6 @@ class ProgressReporter:
         self.written = start
         self.latest = start
         self._last_write_at = float("-inf")
-        self.writes = 0
 
     async def report(self, value: int, *, force: bool = False) -> None:
         """Records `value`; writes it now if it rises past what was written and the interval allows."""
@@ -52,4 +51,3 @@ class ProgressReporter:
         await self._write(self.latest)
         self.written = self.latest
         self._last_write_at = now
-        self.writes += 1

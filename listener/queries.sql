@@ -21,6 +21,14 @@ SELECT version, checksum FROM listener.schema_migrations ORDER BY version;
 -- name: migrations_record
 INSERT INTO listener.schema_migrations (version, checksum) VALUES ($1, $2);
 
+-- name: ping
+-- Whether the database answers at all (readiness, and the wait at start).
+SELECT 1;
+
+-- name: listening_channels
+-- The channels the LISTEN connection still listens to (checked on a timer).
+SELECT pg_listening_channels() AS channel;
+
 -- name: claim_jobs
 -- $1 lease owner, $2 how many (free slots), $3 per-user limit, $4 lease seconds.
 -- Highest priority first, then oldest; a job whose lease expired is claimable again.
@@ -31,12 +39,12 @@ SELECT * FROM listener.claim_jobs($1, $2, $3, $4);
 -- $1 most claims. A job claimed that often without finishing (its replica crashed each
 -- time) ends failed instead of being claimed again forever.
 WITH job AS (
-    UPDATE listener.jobs SET
-        finished_at = now(), outcome = 'failed', lease_owner = NULL, lease_expires_at = NULL
-    WHERE finished_at IS NULL
-      AND attempts >= $1
-      AND (lease_expires_at IS NULL OR lease_expires_at <= now())
-    RETURNING model_id, attempts
+    SELECT ended.model_id, ended.attempts
+    FROM listener.jobs j
+    CROSS JOIN LATERAL listener.end_job(j.model_id, NULL, 'failed') AS ended
+    WHERE j.finished_at IS NULL
+      AND j.attempts >= $1
+      AND (j.lease_expires_at IS NULL OR j.lease_expires_at <= now())
 )
 UPDATE public.ai_generated_models m SET
     status = 'failed',
@@ -69,12 +77,6 @@ UPDATE listener.jobs SET ai_task_id = $3, submitted_at = now(), poll_failures = 
 WHERE model_id = $1 AND lease_owner = $2 AND finished_at IS NULL
 RETURNING model_id;
 
--- name: forget_task_id
--- $1 model id, $2 lease owner: the AI server no longer knows the task; submit again.
-UPDATE listener.jobs SET ai_task_id = NULL, submitted_at = NULL, poll_failures = 0
-WHERE model_id = $1 AND lease_owner = $2 AND finished_at IS NULL
-RETURNING model_id;
-
 -- name: record_poll_failures
 -- $1 model id, $2 lease owner, $3 consecutive failed polls.
 UPDATE listener.jobs SET poll_failures = $3
@@ -91,12 +93,6 @@ RETURNING m.id;
 
 -- name: complete_job
 -- $1 model id, $2 lease owner, then the result columns. Ends the job and the row together.
-WITH job AS (
-    UPDATE listener.jobs SET
-        finished_at = now(), outcome = 'completed', lease_owner = NULL, lease_expires_at = NULL
-    WHERE model_id = $1 AND lease_owner = $2 AND finished_at IS NULL
-    RETURNING model_id
-)
 UPDATE public.ai_generated_models m SET
     status = 'completed',
     progress = 100,
@@ -111,22 +107,18 @@ UPDATE public.ai_generated_models m SET
     generation_metadata = coalesce(m.generation_metadata, '{}'::jsonb) || $10::jsonb,
     error_message = NULL,
     completed_at = now()
-FROM job WHERE m.id = job.model_id
+FROM listener.end_job($1, $2, 'completed') AS job
+WHERE m.id = job.model_id
 RETURNING m.id, m.user_id, m.model_name, m.status, m.error_message;
 
 -- name: fail_job
 -- $1 model id, $2 lease owner, $3 the reason a person reads, $4 metadata to keep (the AI task).
-WITH job AS (
-    UPDATE listener.jobs SET
-        finished_at = now(), outcome = 'failed', lease_owner = NULL, lease_expires_at = NULL
-    WHERE model_id = $1 AND lease_owner = $2 AND finished_at IS NULL
-    RETURNING model_id
-)
 UPDATE public.ai_generated_models m SET
     status = 'failed',
     error_message = $3,
     generation_metadata = coalesce(m.generation_metadata, '{}'::jsonb) || $4::jsonb
-FROM job WHERE m.id = job.model_id
+FROM listener.end_job($1, $2, 'failed') AS job
+WHERE m.id = job.model_id
 RETURNING m.id, m.user_id, m.model_name, m.status, m.error_message;
 
 -- Push
@@ -257,8 +249,7 @@ WHERE user_id = $1 AND device_token = ANY($2::text[])
 RETURNING device_token;
 
 -- Status
--- What `listener status` reports, read-only; and the few statements `listener demo` runs
--- as an app user would (inside a transaction that acts as Supabase's `authenticated`).
+-- What `listener status` reports, read-only.
 
 -- name: status_counts
 -- Rows by status: those the listener owns or owned (they have a job), and every row.
@@ -293,31 +284,3 @@ FROM listener.jobs
 WHERE lease_owner IS NOT NULL AND finished_at IS NULL
 GROUP BY lease_owner
 ORDER BY lease_owner;
-
--- name: demo_act_as_user
--- $1 the JWT claims: the rest of the transaction runs as this app user (as PostgREST does).
-SELECT set_config('request.jwt.claims', $1, true), set_config('role', 'authenticated', true);
-
--- name: demo_insert_model
--- $1 user id, $2 generation type, $3 prompt, $4 source image path, $5 model name.
-INSERT INTO public.ai_generated_models
-    (user_id, generation_type, prompt, source_image_url, model_name, storage_path, status)
-VALUES ($1, $2, $3, $4, $5, '', 'pending')
-RETURNING id;
-
--- name: demo_cancel_model
--- $1 model id. The owner's cancel, only while the row is still in the listener's hands.
-UPDATE public.ai_generated_models SET status = 'cancelled'
-WHERE id = $1 AND status IN ('pending', 'processing')
-RETURNING id;
-
--- name: demo_rows
--- $1 model ids. The rows as a Realtime subscriber sees them, and how long each took.
-SELECT m.id, m.status, m.progress, m.error_message, m.storage_path, m.file_size,
-       extract(epoch FROM coalesce(j.finished_at, m.completed_at, now()) - m.created_at)::float8 AS took_s
-FROM public.ai_generated_models m LEFT JOIN listener.jobs j ON j.model_id = m.id
-WHERE m.id = ANY($1::uuid[]);
-
--- name: demo_data_directory
--- Where the demo's throwaway cluster keeps its files (superuser only).
-SELECT current_setting('data_directory');

@@ -1,8 +1,12 @@
-"""The one retry policy: jittered exponential backoff with a cap and a total deadline."""
+"""The one retry policy: jittered exponential backoff with a cap and a total deadline.
+
+Every retry is logged as `retry_scheduled` (attempt, wait_s, error), so a call that keeps
+failing is visible before it gives up.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -19,6 +23,9 @@ from tenacity import (
 from listener.errors import TransientError
 
 T = TypeVar("T")
+OnRetry = Callable[[RetryCallState], Awaitable[None] | None]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,47 +43,54 @@ class RetryPolicy:
             self.first_wait_s * factor, self.max_wait_s * factor, self.deadline_s, self.max_attempts
         )
 
-    async def call(
-        self,
-        fn: Callable[[], Awaitable[T]],
-        *,
-        on_retry: Callable[[RetryCallState], Awaitable[None] | None] | None = None,
-    ) -> T:
-        """Calls `fn`, retrying TransientError; the last error is raised when the policy gives up."""
-        if on_retry is None:
-            # Most calls succeed at once: that path skips the retry machinery, whose cost
-            # adds up over thousands of polls a second.
-            try:
-                return await fn()
-            except TransientError:
-                if self.max_attempts <= 1:
-                    raise
-            return await self._retry(fn, self.max_attempts - 1, wait_first=True)
-        return await self._retry(fn, self.max_attempts, on_retry=on_retry)
+    async def call(self, fn: Callable[[], Awaitable[T]], *, on_retry: OnRetry | None = None) -> T:
+        """Calls `fn`, retrying TransientError; the last error is raised when the policy gives up.
 
-    async def _retry(
-        self,
-        fn: Callable[[], Awaitable[T]],
-        attempts: int,
-        *,
-        wait_first: bool = False,
-        on_retry: Callable[[RetryCallState], Awaitable[None] | None] | None = None,
-    ) -> T:
-        wait = wait_random_exponential(multiplier=self.first_wait_s, max=self.max_wait_s)
+        `on_retry` hears each failure that is retried, after it is logged.
+        """
+        # Most calls succeed at once: that path skips the retry machinery, whose cost
+        # adds up over thousands of polls a second.
+        try:
+            return await fn()
+        except TransientError as exc:
+            if self.max_attempts <= 1:
+                raise
+            first_failure: list[TransientError] = [exc]
 
-        async def backoff_after_first_failure(state: RetryCallState) -> None:
-            if wait_first and state.attempt_number == 1:
-                await asyncio.sleep(wait(state))
+        async def replay_first_failure_then_call() -> T:
+            # Tenacity's first attempt is the call that already failed: it counts and waits
+            # like any other, without calling `fn` twice.
+            if first_failure:
+                raise first_failure.pop()
+            return await fn()
+
+        async def before_sleep(state: RetryCallState) -> None:
+            await _scheduled(state, on_retry)
 
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientError),
-            stop=stop_after_attempt(attempts) | stop_after_delay(self.deadline_s),
-            wait=wait,
-            before=backoff_after_first_failure,
-            before_sleep=on_retry,
+            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.deadline_s),
+            wait=wait_random_exponential(multiplier=self.first_wait_s, max=self.max_wait_s),
+            before_sleep=before_sleep,
             reraise=True,
         )
         async for attempt in retrying:
             with attempt:
-                return await fn()
+                return await replay_first_failure_then_call()
         raise AssertionError("unreachable: tenacity either returns or raises")
+
+
+async def _scheduled(state: RetryCallState, on_retry: OnRetry | None) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning(
+        "retry_scheduled",
+        extra={
+            "attempt": state.attempt_number,
+            "wait_s": round(state.upcoming_sleep, 3),
+            "error": f"{type(error).__name__}: {error}",
+        },
+    )
+    if on_retry is not None:
+        result = on_retry(state)
+        if result is not None:
+            await result

@@ -16,27 +16,28 @@ from pathlib import Path
 import aiohttp
 
 from listener.ai_client import AIClient
-from listener.db import Database, DatabaseUnavailable, is_transaction_pooler
+from listener.db import Database, Postgres, is_transaction_pooler
 from listener.downloads import download
+from listener.errors import DatabaseUnavailable
 from listener.generation import run_job
 from listener.health import HealthServer
+from listener.logs import redact_url
 from listener.metrics import Metrics
-from listener.notifications import PushNotifier
-from listener.notify import Notifier
+from listener.pg_listen import PgListener
 from listener.ports import Clients, GenerationSettings
-from listener.push import FcmSender
+from listener.push.fcm import FcmSender
+from listener.push.notifier import Notifier, PushNotifier
+from listener.push.store import PushStore
 from listener.retry import RetryPolicy
-from listener.settings import Settings, redact_url
+from listener.settings import Settings
 from listener.storage import Storage
-from listener.supervisor import Capacity, Supervisor
+from listener.supervisor import Supervisor, SupervisorSettings
 
 log = logging.getLogger(__name__)
 
 # Waiting for a free connection of the pool is not timed (a burst of rows only queues);
 # making a connection is, and so is every read (the first poll after success can be slow).
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=180)
-# How often pushes that a crashed replica left unsent are looked for.
-PUSH_SWEEP_INTERVAL_S = 60.0
 
 
 def replica_name() -> str:
@@ -52,7 +53,7 @@ def clear_spool(spool_dir: Path) -> None:
     spool_dir.mkdir(parents=True, exist_ok=True)
 
 
-async def wait_for_database(db: Database, stop: asyncio.Event) -> bool:
+async def wait_for_database(db: Postgres, stop: asyncio.Event) -> bool:
     """True once the database answers; False if told to stop first. A database that is down is waited for."""
     delay = 0.5
     while not stop.is_set():
@@ -91,19 +92,20 @@ async def serve(
     metrics = Metrics()
     retry = retry or RetryPolicy()
     async with (
-        Database.connect(settings.database_url, max_size=min(20, settings.concurrency + 2)) as db,
+        Postgres.connect(settings.database_url, max_size=min(20, settings.concurrency + 2)) as pg,
         aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
         aiohttp.ClientSession(
             timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=64, force_close=True)
         ) as submit_http,
         Storage(settings.storage) as storage,
     ):
-        if not await wait_for_database(db, stop):
+        if not await wait_for_database(pg, stop):
             log.info("listener_stopped_before_start")
             return None
+        db = Database(pg)
         sender = _push_sender(settings)
         if notifier is None:
-            push = PushNotifier(db, sender, settings.push_texts, retry, metrics=metrics)
+            push = PushNotifier(PushStore(pg), sender, settings.push_texts, retry, metrics=metrics)
             await push.start()
             notifier = push
         clients = Clients(
@@ -126,7 +128,7 @@ async def serve(
             spool_dir=settings.spool_dir,
             retry=retry,
         )
-        capacity = Capacity(
+        supervision = SupervisorSettings(
             owner=owner,
             concurrency=settings.concurrency,
             per_user_limit=settings.per_user_limit,
@@ -135,8 +137,8 @@ async def serve(
         )
         supervisor = Supervisor(
             db,
-            settings.database_url,
-            capacity,
+            PgListener(settings.database_url),
+            supervision,
             run_job=functools.partial(run_job, clients=clients, settings=generation),
             notify=notifier.model_finished,
             metrics=metrics,
@@ -145,11 +147,15 @@ async def serve(
             settings.http_host,
             settings.http_port,
             metrics,
-            functools.partial(_not_ready_reason, db, supervisor),
+            functools.partial(_not_ready_reason, pg, supervisor),
         )
         await supervisor.start()
         await health.start()
-        sweeper = asyncio.create_task(_sweep_pushes(notifier), name="push-sweep")
+        sweeper = (
+            asyncio.create_task(notifier.sweep_forever(), name="push-sweep")
+            if isinstance(notifier, PushNotifier)
+            else None
+        )
         if on_started is not None:
             on_started()
         log.info(
@@ -159,7 +165,8 @@ async def serve(
             await stop.wait()
         finally:
             log.info("listener_stopping", extra={"in_flight": len(supervisor.running)})
-            sweeper.cancel()
+            if sweeper is not None:
+                sweeper.cancel()
             await supervisor.stop()
             await health.stop()
             if sender is not None:
@@ -175,24 +182,9 @@ def _push_sender(settings: Settings) -> FcmSender | None:
     return FcmSender.from_credentials(settings.firebase_credentials, settings.fcm_endpoint)
 
 
-async def _sweep_pushes(notifier: Notifier) -> None:
-    """Sends, now and then, what a replica that died left unsent."""
-    if not isinstance(notifier, PushNotifier):
-        return
-    while True:
-        try:
-            # A full batch means there may be more; a bounded number of batches per round.
-            for _ in range(20):
-                if await notifier.sweep() < notifier.sweep_batch:
-                    break
-        except Exception:
-            log.exception("push_sweep_failed")
-        await asyncio.sleep(PUSH_SWEEP_INTERVAL_S)
-
-
-async def _not_ready_reason(db: Database, supervisor: Supervisor) -> str | None:
+async def _not_ready_reason(db: Postgres, supervisor: Supervisor) -> str | None:
     """Ready means: the LISTEN connection is registered and the pool reaches the database."""
-    if not supervisor.listener.ready:
+    if not supervisor.wake_ups.ready:
         return "the LISTEN connection is down"
     if not supervisor.healthy:
         return "a background loop of the listener has stopped"

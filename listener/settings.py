@@ -10,10 +10,25 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from listener.errors import ConfigError
-from listener.notifications import NotificationTexts
-from listener.storage import StorageConfig
+from listener.logs import redact_url
+from listener.push.texts import NotificationTexts
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where Storage is and how to sign requests to it."""
+
+    endpoint_url: str
+    region: str
+    access_key_id: str
+    secret_access_key: str = field(repr=False)
+    bucket: str
+    public_base_url: str
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 60.0
+    request_timeout_s: float = 300.0  # bounds one request: a PutObject, a part, a download
 
 
 @dataclass(frozen=True)
@@ -110,15 +125,6 @@ class _Reader:
         if parts.scheme not in schemes or not parts.hostname:
             raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL, got {redact_url(value)!r}")
         return value
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to log or show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def load_database_url(env: Mapping[str, str]) -> str:

@@ -10,16 +10,13 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from listener.db import connect_kwargs
+from listener.errors import StatusUnavailable
+from listener.logs import redact_url, register_secret, scrub
 from listener.queries import query
-from listener.settings import redact_url
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 IN_FLIGHT_SHOWN = 50
 CONNECT_TIMEOUT_S = 5.0
-
-
-class StatusUnavailable(Exception):
-    """The database could not be asked; the message is one line, safe to print."""
 
 
 @dataclass(frozen=True)
@@ -45,12 +42,11 @@ def _seconds(value: float | None) -> float | None:
 async def read_status(database_url: str) -> StatusReport:
     """Reads counts, in-flight rows, the oldest pending row and leases; raises StatusUnavailable."""
     safe_url = redact_url(database_url)
+    register_secret(urlsplit(database_url).password)
     try:
         conn = await asyncpg.connect(**connect_kwargs(database_url), timeout=CONNECT_TIMEOUT_S)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StatusUnavailable(
-            f"cannot reach the database at {safe_url}: {_reason(exc, database_url)}"
-        ) from exc
+        raise StatusUnavailable(f"cannot reach the database at {safe_url}: {_reason(exc)}") from exc
     try:
         counts = await conn.fetch(query("status_counts"))
         in_flight = await conn.fetch(query("status_in_flight"), IN_FLIGHT_SHOWN)
@@ -59,7 +55,7 @@ async def read_status(database_url: str) -> StatusReport:
     except asyncpg.UndefinedTableError as exc:
         raise StatusUnavailable(f"{safe_url} has no listener tables yet; run `listener migrate`") from exc
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StatusUnavailable(f"reading {safe_url} failed: {_reason(exc, database_url)}") from exc
+        raise StatusUnavailable(f"reading {safe_url} failed: {_reason(exc)}") from exc
     finally:
         await conn.close()
     owned = dict.fromkeys(STATUSES, 0) | {r["status"]: r["owned"] for r in counts if r["owned"]}
@@ -92,10 +88,9 @@ async def read_status(database_url: str) -> StatusReport:
     )
 
 
-def _reason(exc: BaseException, database_url: str) -> str:
-    text = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    password = urlsplit(database_url).password
-    return text.replace(password, "***") if password else text
+def _reason(exc: BaseException) -> str:
+    """The error's first line, with every registered secret replaced."""
+    return scrub(f"{type(exc).__name__}: {exc}".splitlines()[0])
 
 
 def human_age(seconds: float | None) -> str:

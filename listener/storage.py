@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import pathlib
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -17,6 +16,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from listener.errors import PermanentError, TransientError
+from listener.settings import StorageConfig
 from listener.sizes import MIB, human_size
 
 log = logging.getLogger(__name__)
@@ -66,21 +66,6 @@ _REFUSALS = {
     "EntityTooLarge": "the file is too large",
     "InvalidBucketName": "the bucket name is not valid",
 }
-
-
-@dataclass(frozen=True)
-class StorageConfig:
-    """Where Storage is and how to sign requests to it."""
-
-    endpoint_url: str
-    region: str
-    access_key_id: str
-    secret_access_key: str = field(repr=False)
-    bucket: str
-    public_base_url: str
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 60.0
-    request_timeout_s: float = 300.0  # bounds one request: a PutObject, a part, a download
 
 
 class Storage:

@@ -11,18 +11,17 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from listener.db import ClaimedJob, Database, FinishedModel
 from listener.errors import TransientError
-from listener.generation import JobOutcome
-from listener.listen import NotificationListener
 from listener.metrics import Metrics
+from listener.model import ClaimedJob, FinishedModel, JobOutcome
+from listener.ports import LeaseStore, WakeUpSource
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Capacity:
-    """How much one replica takes on, and for how long a lease lasts."""
+class SupervisorSettings:
+    """Who this replica is, how much it takes on, and how long its leases last."""
 
     owner: str
     concurrency: int
@@ -49,15 +48,16 @@ class Supervisor:
 
     def __init__(
         self,
-        db: Database,
-        database_url: str,
-        capacity: Capacity,
+        leases: LeaseStore,
+        wake_ups: WakeUpSource,
+        settings: SupervisorSettings,
         run_job: JobRunner,
         notify: Notify,
         metrics: Metrics,
     ) -> None:
-        self.db = db
-        self.capacity = capacity
+        self.leases = leases
+        self.wake_ups = wake_ups
+        self.settings = settings
         self.run_job = run_job
         self.notify = notify
         self.metrics = metrics
@@ -69,23 +69,19 @@ class Supervisor:
         self.pushing: set[asyncio.Task[None]] = set()
         # Lease checks started by a notification or a reconnect, kept until they finish.
         self._checks: set[asyncio.Task[None]] = set()
-        self.outcomes: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._stopping = False
-        self.listener = NotificationListener(
-            database_url, on_job=self._on_job, on_cancel=self._on_cancel, on_connect=self._on_connect
-        )
         self._loops: list[asyncio.Task[None]] = []
 
     @property
     def free_slots(self) -> int:
         """How many more rows this replica may take on now."""
-        return self.capacity.concurrency - len(self.running)
+        return self.settings.concurrency - len(self.running)
 
     async def start(self) -> None:
         """Starts listening, claiming, sweeping and renewing."""
         self._loops = [
-            asyncio.create_task(self.listener.run(), name="listen"),
+            asyncio.create_task(self.wake_ups.run(self), name="listen"),
             asyncio.create_task(self._claim_loop(), name="claim"),
             asyncio.create_task(self._sweep_loop(), name="sweep"),
             asyncio.create_task(self._renew_loop(), name="renew"),
@@ -117,19 +113,21 @@ class Supervisor:
         if self.pushing:
             await asyncio.wait(self.pushing, timeout=PUSH_GRACE_S)
         try:
-            released = await self.db.release_leases(self.capacity.owner)
+            released = await self.leases.release_leases(self.settings.owner)
             log.info("leases_released", extra={"count": released})
         except TransientError as exc:
             log.warning("leases_not_released", extra={"error": str(exc)})
 
-    # -- notifications ------------------------------------------------------------------
+    # -- wake-ups -----------------------------------------------------------------------
 
-    def _on_job(self, _payload: str) -> None:
+    def on_job(self, payload: str) -> None:
+        """A row may be claimable: wake the claim loop if a slot is free."""
         # Only a hint: the claim reads the truth from the table. No slot, no wake-up.
         if self.free_slots > 0:
             self._wake.set()
 
-    def _on_cancel(self, payload: str) -> None:
+    def on_cancel(self, payload: str) -> None:
+        """A row may have been cancelled: check the leases if it runs here."""
         # Only a hint too: the lease check reads the job and stops the row if it was cancelled.
         try:
             model_id = uuid.UUID(payload)
@@ -139,7 +137,8 @@ class Supervisor:
             log.info("job_cancel_heard", extra={"model_id": str(model_id)})
             self._check_leases()
 
-    def _on_connect(self) -> None:
+    def on_connect(self) -> None:
+        """The wake-up source (re)connected: look for work and for cancels it may have missed."""
         # Notifications sent while disconnected are lost: look for work, and for cancels.
         if self._connected_before:
             self.metrics.reconnects.inc()
@@ -162,8 +161,8 @@ class Supervisor:
             while self.free_slots > 0 and not self._stopping:
                 asked = min(self.free_slots, CLAIM_BATCH)
                 try:
-                    jobs = await self.db.claim(
-                        self.capacity.owner, asked, self.capacity.per_user_limit, self.capacity.lease_s
+                    jobs = await self.leases.claim(
+                        self.settings.owner, asked, self.settings.per_user_limit, self.settings.lease_s
                     )
                 except TransientError as exc:
                     log.warning("claim_failed", extra={"error": str(exc)})
@@ -205,23 +204,19 @@ class Supervisor:
         claimed_at, queued_s = self._claimed.pop(model_id, (time.monotonic(), 0.0))
         self.metrics.rows_in_flight.set(len(self.running))
         if task.cancelled():
-            outcome = "cancelled"
             if not self._stopping:
                 self.metrics.rows_cancelled.inc()
         elif task.exception() is not None:
-            outcome = "crashed"
             log.error("job_crashed", extra={"model_id": str(model_id)}, exc_info=task.exception())
         else:
             result = task.result()
-            outcome = result.outcome
-            if outcome == "completed":
+            if result.outcome == "completed":
                 self.metrics.rows_completed.inc()
-            elif outcome == "failed":
+            elif result.outcome == "failed":
                 self.metrics.rows_failed.labels(result.failure_kind or "other").inc()
             if result.finished is not None:
                 self.metrics.end_to_end.observe(queued_s + time.monotonic() - claimed_at)
                 self._tell_owner(result.finished)
-        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         if not self._stopping:
             self._wake.set()
 
@@ -232,10 +227,10 @@ class Supervisor:
 
     async def _sweep_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.capacity.sweep_interval_s)
+            await asyncio.sleep(self.settings.sweep_interval_s)
             self._wake.set()
             try:
-                for finished in await self.db.give_up_jobs(MAX_CLAIMS):
+                for finished in await self.leases.give_up_jobs(MAX_CLAIMS):
                     log.warning("job_given_up", extra={"model_id": str(finished.model_id)})
                     self.metrics.rows_failed.labels("given_up").inc()
                     self._tell_owner(finished)
@@ -244,14 +239,14 @@ class Supervisor:
 
     async def _renew_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.capacity.lease_s / 3)
+            await asyncio.sleep(self.settings.lease_s / 3)
             await self._renew_once()
 
     async def _renew_once(self) -> None:
         """Extends the leases of running rows; a row that is no longer ours is stopped."""
         ids = list(self.running)
         try:
-            alive = await self.db.renew_leases(self.capacity.owner, ids, self.capacity.lease_s)
+            alive = await self.leases.renew_leases(self.settings.owner, ids, self.settings.lease_s)
         except Exception as exc:  # never let the renewer die: the next round tries again
             log.warning("lease_renewal_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             return

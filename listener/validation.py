@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from listener.ai_client import ModelRequest
-from listener.db import ClaimedJob
 from listener.errors import PermanentError
+from listener.model import ClaimedJob, ModelRequest
 
 # The upstream provider limits text prompts to about 600 characters.
 MAX_PROMPT_CHARS = 600

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from listener.embedded import EmbeddedPostgres
-from listener.local_s3 import LocalS3
-from listener.simulator import AISimulator, SimulatorConfig
+from listener.playground.embedded import EmbeddedPostgres
+from listener.playground.local_s3 import LocalS3
+from listener.playground.simulator import AISimulator, SimulatorConfig
 from tests.support.database import APP_TEMPLATE, FRESH_TEMPLATE, build_templates, database_from
 from tests.support.stack import Stack
 

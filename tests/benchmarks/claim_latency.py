@@ -21,9 +21,9 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.embedded import EmbeddedPostgres
 from listener.migrate import migrate
-from listener.simulator import AISimulator, SimulatorConfig
+from listener.playground.embedded import EmbeddedPostgres
+from listener.playground.simulator import AISimulator, SimulatorConfig
 from tests.benchmarks.harness import listener_env, listener_process
 
 

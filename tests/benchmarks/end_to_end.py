@@ -19,10 +19,10 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.embedded import EmbeddedPostgres
-from listener.local_s3 import LocalS3
 from listener.migrate import migrate
-from listener.simulator import AISimulator, SimulatorConfig
+from listener.playground.embedded import EmbeddedPostgres
+from listener.playground.local_s3 import LocalS3
+from listener.playground.simulator import AISimulator, SimulatorConfig
 from tests.benchmarks.harness import listener_env, listener_process
 
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from listener.embedded import free_port
-from listener.local_env import local_env
-from listener.storage import StorageConfig
+from listener.playground.embedded import free_port
+from listener.playground.local_env import local_env
+from listener.settings import StorageConfig
 
 # Storage for benchmarks whose rows never reach it.
 UNUSED_STORAGE = StorageConfig(
@@ -26,7 +26,7 @@ UNUSED_STORAGE = StorageConfig(
 
 _SIMULATOR = (
     "import asyncio, json, sys\n"
-    "from listener.simulator import SimulatorConfig, serve_forever\n"
+    "from listener.playground.simulator import SimulatorConfig, serve_forever\n"
     "config = SimulatorConfig(**json.loads(sys.argv[2]))\n"
     "asyncio.run(serve_forever('127.0.0.1', int(sys.argv[1]), config))\n"
 )

@@ -21,8 +21,8 @@ import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener.embedded import EmbeddedPostgres, free_port
 from listener.migrate import migrate
+from listener.playground.embedded import EmbeddedPostgres, free_port
 from tests.benchmarks.harness import listener_env, listener_process, memory_mib, simulator_process
 
 

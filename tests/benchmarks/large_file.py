@@ -18,9 +18,9 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.embedded import EmbeddedPostgres
-from listener.local_s3 import LocalS3
 from listener.migrate import migrate
+from listener.playground.embedded import EmbeddedPostgres
+from listener.playground.local_s3 import LocalS3
 from tests.benchmarks.harness import listener_env, listener_process, memory_mib, simulator_process
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.simulator import SimulatorConfig
+from listener.playground.simulator import SimulatorConfig
 
 REPO = Path(__file__).resolve().parents[2]
 # `#  model  kind  status  time  result`, as the summary prints it.

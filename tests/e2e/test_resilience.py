@@ -10,7 +10,7 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.embedded import free_port
+from listener.playground.embedded import free_port
 from tests.support.database import as_app_user, insert_model
 from tests.support.stack import Stack, listener_process, running_listener, wait_for_status, wait_until
 
@@ -96,7 +96,7 @@ async def test_terminated_connections_lose_no_row(stack: Stack) -> None:
     assert {r["status"] for r in rows.values()} == {"completed"}
     assert len(stack.simulator.submissions) == 6
     supervisor = listener.task.result()
-    assert supervisor is not None and supervisor.listener.reconnects >= 1
+    assert supervisor is not None and supervisor.wake_ups.reconnects >= 1
 
 
 async def test_sigterm_hands_the_lease_back_and_another_replica_resumes(stack: Stack, tmp_path: Path) -> None:

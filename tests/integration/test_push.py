@@ -19,11 +19,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from listener.db import Database, FinishedModel, Results
+from listener.db import Database
 from listener.errors import ConfigError
 from listener.logs import scrub
-from listener.notifications import NotificationTexts, PushNotifier
-from listener.push import FcmSender
+from listener.model import FinishedModel, Results
+from listener.push.fcm import FcmSender
+from listener.push.notifier import PushNotifier
+from listener.push.store import PushStore
+from listener.push.texts import NotificationTexts
 from listener.retry import RetryPolicy
 from listener.service import serve
 from tests.support.database import APP_TEMPLATE, FRESH_TEMPLATE, as_app_user, database_from, insert_model
@@ -193,7 +196,7 @@ async def test_three_tokens_get_two_exact_pushes_and_the_dead_one_is_deactivated
                     user,
                 )
             finished = await finish_row(conn, db, user, model_name="Chair")
-            notifier = PushNotifier(db, sender, TEXTS, NO_WAIT)
+            notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
             await notifier.start()
             await notifier.model_finished(finished)
             # Told once: a second call (a duplicate completion) and a sweep change nothing.
@@ -250,7 +253,7 @@ async def test_a_failed_row_is_told_with_its_reason(
     user = await add_user(conn, ["token-1"])
     reason = "the AI server could not make a model of this image"
     finished = await finish_row(conn, db, user, model_name="Cat", reason=reason)
-    await PushNotifier(db, sender, TEXTS, NO_WAIT).model_finished(finished)
+    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(finished)
 
     [note] = await notifications(conn, finished.model_id)
     assert note["type"] == "ai_model_failed"
@@ -276,7 +279,7 @@ async def test_settings_off_get_the_row_but_no_push_and_no_tokens_is_no_error(
         pushes_off,
         ai_off,
     )
-    notifier = PushNotifier(db, sender, TEXTS, NO_WAIT)
+    notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
     caplog.set_level(logging.INFO, logger="listener")
     expected = {}
     for user, result in ((pushes_off, "disabled"), (ai_off, "disabled"), (tokenless, "no_tokens")):
@@ -296,7 +299,7 @@ async def test_without_credentials_rows_are_written_and_pushes_off_is_said_once(
 ) -> None:
     user = await add_user(conn, ["token-1"])
     caplog.set_level(logging.INFO, logger="listener")
-    notifier = PushNotifier(db, None, TEXTS, NO_WAIT)
+    notifier = PushNotifier(PushStore(db.pg), None, TEXTS, NO_WAIT)
     await notifier.start()
     rows = [await finish_row(conn, db, user, model_name=name) for name in ("A", "B")]
     for finished in rows:
@@ -316,7 +319,7 @@ async def test_unavailable_twice_then_ok_is_delivered_once(
     fcm.fail_next = [503, 503]
     user = await add_user(conn, ["token-1"])
     finished = await finish_row(conn, db, user)
-    await PushNotifier(db, sender, TEXTS, NO_WAIT).model_finished(finished)
+    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(finished)
 
     assert [r.status for r in fcm.requests] == [503, 503, 200]
     assert len(fcm.delivered) == 1
@@ -329,7 +332,7 @@ async def test_quota_and_internal_errors_are_retried_too(
     fcm.fail_next = [429, 500]
     user = await add_user(conn, ["token-1"])
     finished = await finish_row(conn, db, user)
-    await PushNotifier(db, sender, TEXTS, NO_WAIT).model_finished(finished)
+    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(finished)
     assert [r.status for r in fcm.requests] == [429, 500, 200]
 
 
@@ -338,7 +341,7 @@ async def test_sender_errors_are_logged_loudly_once_and_the_row_stays_completed(
 ) -> None:
     fcm.always = (403, "SENDER_ID_MISMATCH")
     user = await add_user(conn, ["token-1", "token-2"])
-    notifier = PushNotifier(db, sender, TEXTS, NO_WAIT)
+    notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
     rows = [await finish_row(conn, db, user, model_name=name) for name in ("A", "B")]
     for finished in rows:
         await notifier.model_finished(finished)
@@ -361,7 +364,7 @@ async def test_an_access_token_revoked_early_is_refreshed_once(
     conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     user = await add_user(conn, ["token-1", "token-2", "token-3"])
-    notifier = PushNotifier(db, sender, TEXTS, NO_WAIT)
+    notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
     await notifier.model_finished(await finish_row(conn, db, user, model_name="A"))
     fcm.issued.clear()  # FCM stops accepting the token google-auth still thinks valid
     await notifier.model_finished(await finish_row(conn, db, user, model_name="B"))
@@ -377,14 +380,20 @@ async def test_invalid_argument_deactivates_a_token_once_a_payload_is_known_good
     fcm.invalid = {"token-bad"}
     lonely = await add_user(conn, ["token-bad"])
     # Before FCM ever accepted a payload of ours, a 400 might be our payload's fault: keep the token.
-    await PushNotifier(db, sender, TEXTS, NO_WAIT).model_finished(await finish_row(conn, db, lonely))
+    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(
+        await finish_row(conn, db, lonely)
+    )
     assert await conn.fetchval(
         "SELECT is_active FROM public.user_device_tokens WHERE device_token = 'token-bad'"
     )
 
     other = await add_user(conn, ["token-good"])
-    await PushNotifier(db, sender, TEXTS, NO_WAIT).model_finished(await finish_row(conn, db, other))
-    await PushNotifier(db, sender, TEXTS, NO_WAIT).model_finished(await finish_row(conn, db, lonely))
+    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(
+        await finish_row(conn, db, other)
+    )
+    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(
+        await finish_row(conn, db, lonely)
+    )
     assert not await conn.fetchval(
         "SELECT is_active FROM public.user_device_tokens WHERE device_token = 'token-bad'"
     )
@@ -398,7 +407,7 @@ async def test_fcm_down_for_good_rows_complete_and_are_pushed_when_it_returns(
     conn = await asyncpg.connect(stack.db_url)
     try:
         async with Database.connect(stack.db_url) as db:
-            notifier = PushNotifier(db, sender, TEXTS, NO_WAIT)
+            notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
             user = await add_user(conn, ["token-1"])
             async with as_app_user(conn, user):
                 ids = [await insert_model(conn, user, model_name=name) for name in ("One", "Two", "Three")]
@@ -448,7 +457,7 @@ async def test_a_push_tried_too_often_is_given_up(
     fcm.down = True
     user = await add_user(conn, ["token-1"])
     finished = await finish_row(conn, db, user)
-    notifier = PushNotifier(db, sender, TEXTS, NO_WAIT, max_attempts=2)
+    notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT, max_attempts=2)
     await notifier.model_finished(finished)
     assert (await job(conn, finished.model_id))["push_result"] == "retry"
     assert await notifier.sweep() == 1
@@ -463,14 +472,16 @@ CRASHING_REPLICA = """
 import asyncio, sys
 from pathlib import Path
 from listener.db import Database
-from listener.notifications import NotificationTexts, PushNotifier
-from listener.push import FcmSender
+from listener.push.notifier import PushNotifier
+from listener.push.store import PushStore
+from listener.push.texts import NotificationTexts
+from listener.push.fcm import FcmSender
 from listener.retry import RetryPolicy
 
 async def main(url, credentials, endpoint):
     async with Database.connect(url) as db:
         sender = FcmSender.from_credentials(Path(credentials), endpoint)
-        await PushNotifier(db, sender, NotificationTexts(), RetryPolicy().scaled(0)).sweep()
+        await PushNotifier(PushStore(db.pg), sender, NotificationTexts(), RetryPolicy().scaled(0)).sweep()
 
 asyncio.run(main(*sys.argv[1:]))
 """
@@ -504,7 +515,7 @@ async def test_a_replica_killed_after_the_row_and_before_the_push_is_finished_on
     assert state["push_owner"] is not None  # the dead replica's claim
     assert fcm.requests == []
 
-    notifier = PushNotifier(db, sender, TEXTS, NO_WAIT)
+    notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
     assert await notifier.sweep() == 0  # the dead replica's lease has not run out yet
     await notifier.model_finished(finished)  # nor does a late duplicate call take it
     assert fcm.requests == []
@@ -527,7 +538,7 @@ async def test_replicas_racing_for_the_same_rows_tell_each_owner_once(
 ) -> None:
     other_sender = FcmSender.from_credentials(credentials_path, fcm.base_url)
     try:
-        replicas = [PushNotifier(db, s, TEXTS, NO_WAIT) for s in (sender, other_sender)]
+        replicas = [PushNotifier(PushStore(db.pg), s, TEXTS, NO_WAIT) for s in (sender, other_sender)]
         user = await add_user(conn, ["token-1", "token-2"])
         rows = [await finish_row(conn, db, user, model_name=f"M{i}") for i in range(5)]
         calls = [r.model_finished(f) for f in rows for r in replicas] + [r.sweep() for r in replicas]
@@ -547,7 +558,7 @@ async def test_an_owner_retry_starts_the_push_afresh(
 ) -> None:
     user = await add_user(conn, ["token-1"])
     failed = await finish_row(conn, db, user, reason="upstream error")
-    notifier = PushNotifier(db, sender, TEXTS, NO_WAIT)
+    notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
     await notifier.model_finished(failed)
     async with as_app_user(conn, user):
         await conn.execute(
@@ -596,7 +607,9 @@ async def test_private_key_and_access_token_never_reach_a_log_line(
     conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender, credentials_path: Path
 ) -> None:
     user = await add_user(conn, ["token-1"])
-    await PushNotifier(db, sender, TEXTS, NO_WAIT).model_finished(await finish_row(conn, db, user))
+    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(
+        await finish_row(conn, db, user)
+    )
     info = json.loads(await asyncio.to_thread(credentials_path.read_text))
     [access_token] = fcm.issued
     for secret in (info["private_key"], json.dumps(info["private_key"])[1:-1], access_token):

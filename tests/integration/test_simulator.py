@@ -1,4 +1,4 @@
-"""The AI server simulator over real HTTP: the API of CONTRACTS.md section 2, quirks included."""
+"""The AI server simulator over real HTTP: the API the listener speaks, quirks included."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from listener.sample_files import build_glb
-from listener.simulator import AISimulator, SimulatorConfig, serve_forever
+from listener.playground.sample_files import build_glb
+from listener.playground.simulator import AISimulator, SimulatorConfig, serve_forever
 
 SUBMIT = "/v1/process/modelling?async_mode=true"
 COMMON: dict[str, Any] = {

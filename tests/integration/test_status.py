@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from listener.embedded import free_port
+from listener.playground.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

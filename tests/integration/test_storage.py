@@ -13,9 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import pytest
 
 from listener.errors import PermanentError, TransientError
-from listener.local_s3 import LocalS3
+from listener.playground.local_s3 import LocalS3
+from listener.settings import StorageConfig
 from listener.sizes import MIB
-from listener.storage import Storage, StorageConfig
+from listener.storage import Storage
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,8 +9,8 @@ import pytest
 
 from listener.errors import PermanentError
 from listener.glb import verify_glb
+from listener.playground.sample_files import build_glb
 from listener.progress import ProgressReporter, from_ai_progress
-from listener.sample_files import build_glb
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Settings: every name of SPEC.md, defaults, and one clear line for a bad value."""
+"""Settings: every configuration name, its default, and one clear line for a bad value."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from listener.errors import ConfigError
-from listener.settings import load_settings, read_dotenv, redact_url
+from listener.logs import redact_url
+from listener.settings import load_settings, read_dotenv
 
 BASE = {
     "DATABASE_URL": "postgresql://postgres:s3cret-pw@db.example.supabase.co:5432/postgres",

@@ -11,18 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from listener.db import Database
-from listener.queries import query
-
-
-@dataclass(frozen=True)
-class Rendered:
-    """One row's words."""
-
-    type: str
-    title: str
-    message: str
-    message_en: str
+from listener.db import Postgres
+from listener.push.texts import Rendered
 
 
 class TokenShape(enum.Enum):
@@ -74,15 +64,15 @@ def _claimed(row: asyncpg.Record) -> ClaimedPush:
     )
 
 
-class PushStore(Database):
-    """The push's statements, with the database module's error mapping."""
+class PushStore:
+    """The push's statements, run through the listener's Postgres pool."""
 
-    async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
-        return await self._run(lambda conn: conn.fetch(query(name), *args))
+    def __init__(self, pg: Postgres) -> None:
+        self.pg = pg
 
     async def schema(self) -> AppSchema:
         """Which token table shape, and whether per-user settings exist."""
-        row = await self._fetchrow("push_schema")
+        row = await self.pg.fetchrow("push_schema")
         assert row is not None
         if not row["has_tokens"]:
             shape = TokenShape.MISSING
@@ -96,25 +86,25 @@ class PushStore(Database):
 
     async def claim_push(self, model_id: uuid.UUID, claim_id: str, lease_s: float) -> ClaimedPush | None:
         """Takes this row's push, unless it is done or held; None then."""
-        row = await self._fetchrow("push_claim", model_id, claim_id, lease_s)
+        row = await self.pg.fetchrow("push_claim", model_id, claim_id, lease_s)
         return _claimed(row) if row is not None else None
 
     async def claim_unsent_pushes(
         self, claim_id: str, lease_s: float, limit: int, max_attempts: int, max_age_s: float
     ) -> list[ClaimedPush]:
         """Takes up to `limit` pushes that no live attempt holds."""
-        rows = await self._fetch("push_claim_unsent", claim_id, lease_s, limit, max_attempts, max_age_s)
+        rows = await self.pg.fetch("push_claim_unsent", claim_id, lease_s, limit, max_attempts, max_age_s)
         return [_claimed(r) for r in rows]
 
     async def expire(self, max_attempts: int, max_age_s: float) -> int:
         """Ends the pushes tried too often or too old to tell; returns how many."""
-        return len(await self._fetch("push_expire", max_attempts, max_age_s))
+        return len(await self.pg.fetch("push_expire", max_attempts, max_age_s))
 
     async def write_notification(
         self, push: ClaimedPush, claim_id: str, words: Rendered, metadata: dict[str, Any]
     ) -> bool:
         """Inserts the notification row and sets its marker together; False if not ours to write."""
-        row = await self._fetchrow(
+        row = await self.pg.fetchrow(
             "push_write_notification",
             push.model_id,
             claim_id,
@@ -129,15 +119,15 @@ class PushStore(Database):
 
     async def finish(self, model_id: uuid.UUID, claim_id: str, result: str) -> bool:
         """Ends the push step with `result`; False if the claim was no longer ours."""
-        return await self._fetchrow("push_done", model_id, claim_id, result) is not None
+        return await self.pg.fetchrow("push_done", model_id, claim_id, result) is not None
 
     async def release(self, model_id: uuid.UUID, claim_id: str) -> bool:
         """Hands the push back to a later sweep."""
-        return await self._fetchrow("push_release", model_id, claim_id) is not None
+        return await self.pg.fetchrow("push_release", model_id, claim_id) is not None
 
     async def settings(self, user_id: uuid.UUID) -> dict[str, Any] | None:
         """The user's notification settings row, if any, as a dict."""
-        row = await self._fetchrow("push_settings", user_id)
+        row = await self.pg.fetchrow("push_settings", user_id)
         if row is None:
             return None
         settings: dict[str, Any] = json.loads(row["settings"])
@@ -145,9 +135,9 @@ class PushStore(Database):
 
     async def tokens(self, shape: TokenShape, user_id: uuid.UUID) -> list[str]:
         """The user's live device tokens."""
-        rows = await self._fetch(_TOKENS[shape][0], user_id)
+        rows = await self.pg.fetch(_TOKENS[shape][0], user_id)
         return [r["device_token"] for r in rows]
 
     async def drop_tokens(self, shape: TokenShape, user_id: uuid.UUID, tokens: Sequence[str]) -> int:
         """Deactivates (or, without a flag column, deletes) dead tokens; returns how many."""
-        return len(await self._fetch(_TOKENS[shape][1], user_id, list(tokens)))
+        return len(await self.pg.fetch(_TOKENS[shape][1], user_id, list(tokens)))

@@ -21,22 +21,28 @@ from typing import Any, TextIO, TypeVar
 
 import asyncpg
 
-from listener.embedded import EmbeddedPostgres
-from listener.local_env import local_env
-from listener.local_s3 import LocalS3
-from listener.logs import JsonFormatter, register_secret
+from listener.logs import JsonFormatter, quiet_noisy_loggers, register_secret
 from listener.migrate import migrate
-from listener.notify import LogNotifier
-from listener.queries import query
-from listener.sample_files import build_png
+from listener.playground.embedded import EmbeddedPostgres
+from listener.playground.local_env import local_env
+from listener.playground.local_s3 import LocalS3
+from listener.playground.sample_files import build_png
+from listener.playground.simulator import FAIL_MARKER, AISimulator, SimulatorConfig
+from listener.push.notifier import LogNotifier
+from listener.queries import blocks
 from listener.service import serve
-from listener.settings import load_settings
-from listener.simulator import FAIL_MARKER, AISimulator, SimulatorConfig
+from listener.settings import StorageConfig, load_settings
 from listener.sizes import human_size
 from listener.status import bar
-from listener.storage import StorageConfig
 
 T = TypeVar("T")
+
+
+def _demo_query(name: str) -> str:
+    """A statement of listener/playground/demo.sql."""
+    return blocks("listener.playground", "demo.sql")[name]
+
+
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 KINDS = ("text", "image", "fail", "cancel")  # the rows cycle through these
 EXPECTED = {"text": "completed", "image": "completed", "fail": "failed", "cancel": "cancelled"}
@@ -187,7 +193,7 @@ class Demo:
         self.conn: asyncpg.Connection = await asyncpg.connect(dsn)
         self.cleanup.push_async_callback(self.conn.close)
         await migrate(self.conn)
-        self.data_dir = str(await self.conn.fetchval(query("demo_data_directory")))
+        self.data_dir = str(await self.conn.fetchval(_demo_query("demo_data_directory")))
         self.cleanup.push_async_callback(self._thread, self.s3.stop)
         storage = await self._thread(self.s3.start)
         ai_url = await self.simulator.start()
@@ -225,7 +231,7 @@ class Demo:
                 await self._thread(functools.partial(self.s3.put_object, row.image_path, png))
             async with self._as_owner(row):
                 row.model_id = await self.conn.fetchval(
-                    query("demo_insert_model"),
+                    _demo_query("demo_insert_model"),
                     row.user_id,
                     "image_to_3d" if row.image_path else "text_to_3d",
                     row.prompt,
@@ -251,7 +257,7 @@ class Demo:
 
     async def _cancel(self, row: DemoRow) -> None:
         async with self._as_owner(row):
-            await self.conn.execute(query("demo_cancel_model"), row.model_id)
+            await self.conn.execute(_demo_query("demo_cancel_model"), row.model_id)
         row.note = f"(its owner cancelled it at {row.progress}%)"
 
     @contextlib.asynccontextmanager
@@ -259,11 +265,11 @@ class Demo:
         # A transaction as the row's owner, the way PostgREST runs the app's requests.
         claims = json.dumps({"sub": str(row.user_id), "role": "authenticated"})
         async with self.conn.transaction():
-            await self.conn.execute(query("demo_act_as_user"), claims)
+            await self.conn.execute(_demo_query("demo_act_as_user"), claims)
             yield
 
     async def _refresh(self) -> None:
-        records = await self.conn.fetch(query("demo_rows"), [row.model_id for row in self.rows])
+        records = await self.conn.fetch(_demo_query("demo_rows"), [row.model_id for row in self.rows])
         by_id = {r["id"]: r for r in records}
         for row in self.rows:
             r = by_id[row.model_id]
@@ -339,8 +345,7 @@ def _logging_to(path: Path) -> Iterator[None]:
     saved = root.handlers[:], root.level
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-    for noisy in ("aiobotocore", "botocore", "urllib3", "asyncio", "aiohttp.access", "werkzeug"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_noisy_loggers()
     try:
         yield
     finally:

@@ -12,7 +12,6 @@ loop never waits on it.
 from __future__ import annotations
 
 import asyncio
-import enum
 import json
 import logging
 import uuid
@@ -30,6 +29,7 @@ from firebase_admin import _http_client, _retry, credentials, exceptions, messag
 
 from listener.errors import ConfigError
 from listener.logs import register_secret
+from listener.push.messages import PushMessage, SendOutcome, SendResult
 
 log = logging.getLogger(__name__)
 
@@ -49,37 +49,6 @@ _RETRYABLE_CODES = frozenset(
         exceptions.UNKNOWN,  # a dropped connection, a malformed answer
     }
 )
-
-
-class SendOutcome(enum.Enum):
-    """What became of one message."""
-
-    DELIVERED = "delivered"
-    DEAD_TOKEN = "dead_token"  # deactivate the token
-    RETRYABLE = "retryable"  # try again later with backoff
-    CONFIG_ERROR = "config_error"  # credentials, sender or payload: no retry fixes it
-
-
-@dataclass(frozen=True)
-class PushMessage:
-    """One notification to one device token."""
-
-    token: str
-    title: str
-    body: str
-    data: Mapping[str, str]
-    # Same id, same notification on the device: a repeat replaces instead of adding one.
-    collapse_id: str
-
-
-@dataclass(frozen=True)
-class SendResult:
-    """The outcome of one message, with FCM's error code and message when it failed."""
-
-    token: str
-    outcome: SendOutcome
-    code: str | None = None
-    detail: str | None = None
 
 
 def to_fcm_message(message: PushMessage) -> messaging.Message:

@@ -13,7 +13,11 @@ _TRIANGLE = struct.pack("<9f", 0, 0, 0, 1, 0, 0, 0, 1, 0)
 
 def _gltf_json(bin_len: int, seed: bytes) -> bytes:
     gltf = {
-        "asset": {"version": "2.0", "generator": "listener.simulator", "extras": {"seed": seed.hex()}},
+        "asset": {
+            "version": "2.0",
+            "generator": "listener.playground.simulator",
+            "extras": {"seed": seed.hex()},
+        },
         "scene": 0,
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0}],

@@ -1,15 +1,21 @@
-"""LISTEN on a dedicated connection that reconnects forever and checks it still hears."""
+"""Postgres LISTEN on a dedicated connection that reconnects forever and checks it still hears.
+
+A pooled connection is no place for LISTEN (asyncpg runs `UNLISTEN *` when one goes back to
+its pool), so this connection is its own, named `listener-listen` in pg_stat_activity.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import asyncpg
 
 from listener.db import connect_kwargs
+from listener.ports import WakeUpHandler
+from listener.queries import query
 
 log = logging.getLogger(__name__)
 
@@ -17,23 +23,18 @@ JOBS_CHANNEL = "listener_jobs"
 CANCELS_CHANNEL = "listener_cancels"
 
 
-class NotificationListener:
-    """Hands the ids notified on the job and cancel channels over; calls `on_connect` on each connect."""
+class PgListener:
+    """A source of wake-ups: the ids notified on the job and cancel channels, and each (re)connect."""
 
     def __init__(
         self,
         database_url: str,
         *,
-        on_job: Callable[[str], None],
-        on_cancel: Callable[[str], None],
-        on_connect: Callable[[], None],
         check_interval_s: float = 10.0,
         check_timeout_s: float = 5.0,
         max_backoff_s: float = 10.0,
     ) -> None:
         self._database_url = database_url
-        self._handlers = {JOBS_CHANNEL: on_job, CANCELS_CHANNEL: on_cancel}
-        self._on_connect = on_connect
         self._check_interval_s = check_interval_s
         self._check_timeout_s = check_timeout_s
         self._max_backoff_s = max_backoff_s
@@ -41,18 +42,23 @@ class NotificationListener:
         self.ready = False
         self.reconnects = 0
 
-    async def run(self) -> None:
-        """Listens until cancelled; never gives up on the database."""
+    async def run(self, handler: WakeUpHandler) -> None:
+        """Listens until cancelled, telling `handler`; never gives up on the database."""
+        channels: dict[str, Callable[[str], None]] = {
+            JOBS_CHANNEL: handler.on_job,
+            CANCELS_CHANNEL: handler.on_cancel,
+        }
         failures = 0
         while True:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(**connect_kwargs(self._database_url, "listener-listen"))
-                await self._register(conn)
+                await self._register(conn, channels)
+                handler.on_connect()
                 if failures:
                     log.info("listen_reconnected", extra={"after_failures": failures})
                 failures = 0
-                await self._watch(conn)
+                await self._watch(conn, set(channels))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -71,15 +77,16 @@ class NotificationListener:
             delay = min(self._max_backoff_s, 0.05 * 2 ** min(failures, 10))
             await asyncio.sleep(random.uniform(delay / 2, delay))
 
-    async def _register(self, conn: asyncpg.Connection) -> None:
+    async def _register(
+        self, conn: asyncpg.Connection, channels: Mapping[str, Callable[[str], None]]
+    ) -> None:
         self._lost.clear()
         conn.add_termination_listener(lambda _: self._lost.set())
-        for channel, handler in self._handlers.items():
-            await conn.add_listener(channel, _payload_to(handler))
+        for channel, deliver in channels.items():
+            await conn.add_listener(channel, _payload_to(deliver))
         self.ready = True
-        self._on_connect()
 
-    async def _watch(self, conn: asyncpg.Connection) -> None:
+    async def _watch(self, conn: asyncpg.Connection, channels: set[str]) -> None:
         """Returns when the connection is lost or no longer listens to both channels."""
         while True:
             try:
@@ -87,10 +94,10 @@ class NotificationListener:
                 raise ConnectionError("the LISTEN connection was closed")
             except TimeoutError:
                 pass
-            channels = await asyncio.wait_for(
-                conn.fetch("SELECT pg_listening_channels() AS channel"), timeout=self._check_timeout_s
+            listening = await asyncio.wait_for(
+                conn.fetch(query("listening_channels")), timeout=self._check_timeout_s
             )
-            if not set(self._handlers) <= {r["channel"] for r in channels}:
+            if not channels <= {r["channel"] for r in listening}:
                 raise ConnectionError("the LISTEN connection no longer listens to its channels")
 
 

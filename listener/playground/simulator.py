@@ -1,4 +1,4 @@
-"""A stand-in for the AI server of CONTRACTS.md section 2, quirks included, for tests and demo."""
+"""A stand-in for the AI server (its HTTP API, async submissions and quirks) for tests and the demo."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.typedefs import Handler
 
-from listener.sample_files import build_glb, build_png, build_stl
+from listener.playground.sample_files import build_glb, build_png, build_stl
 
 _log = logging.getLogger(__name__)
 

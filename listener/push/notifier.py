@@ -15,94 +15,53 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-import asyncpg
-from tenacity import RetryCallState
-
-from listener.db import Database, FinishedModel
-from listener.errors import ConfigError, TransientError
+from listener.errors import PushUndelivered, TransientError
 from listener.logs import current_model_id
 from listener.metrics import Metrics
-from listener.push import PushMessage, SendOutcome, SendResult
-from listener.push_store import AppSchema, ClaimedPush, PushStore, Rendered, TokenShape
+from listener.model import FinishedModel
+from listener.push.messages import PushMessage, PushSender, SendOutcome, SendResult
+from listener.push.store import AppSchema, ClaimedPush, PushStore, TokenShape
+from listener.push.texts import NotificationTexts, Rendered
 from listener.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-COMPLETE_TYPE = "ai_model_complete"
-FAILED_TYPE = "ai_model_failed"
 RELATED_TYPE = "ai_model"
+# How often pushes that a crashed replica left unsent are looked for, and how many
+# batches one look takes at most.
+SWEEP_INTERVAL_S = 60.0
+SWEEP_BATCHES = 20
 # A push stays far below FCM's 4 KB even in three-byte characters; the row keeps all.
 PUSH_TITLE_MAX = 200
 PUSH_BODY_MAX = 600
 
 
-@dataclass(frozen=True)
-class NotificationTexts:
-    """The words of the notification row and the push; templates take {model_name} and {reason}."""
+class Notifier(Protocol):
+    """Where the supervisor hands a row that reached a terminal status."""
 
-    complete_title: str = "AI 모델 생성 완료"
-    complete_body: str = "'{model_name}' 모델이 성공적으로 생성되었습니다."
-    complete_body_en: str = "'{model_name}' model has been successfully created."
-    failed_title: str = "AI 모델 생성 실패"
-    failed_body: str = "'{model_name}' 모델 생성에 실패했습니다: {reason}"
-    failed_body_en: str = "'{model_name}' model could not be created: {reason}"
-    unknown_reason: str = "알 수 없는 오류"
-    unknown_reason_en: str = "unknown error"
+    async def model_finished(self, model: FinishedModel) -> None:
+        """Tells the owner that `model` reached a terminal status; never raises."""
 
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> NotificationTexts:
-        """The defaults, with the LISTENER_PUSH_* overrides that are set; a bad template is a ConfigError."""
-        chosen: dict[str, str] = {}
-        for field in fields(cls):
-            name = f"LISTENER_PUSH_{field.name.upper()}"
-            value = env.get(name)
-            if value is None or field.name.startswith("unknown_reason"):
-                continue
-            if not value.strip():
-                raise ConfigError(f"{name} is empty")
-            try:
-                value.format_map({"model_name": "m", "reason": "r"})
-            except (KeyError, IndexError, ValueError, AttributeError) as exc:
-                raise ConfigError(
-                    f"{name} is not a template of {{model_name}} and {{reason}}: {exc}"
-                ) from exc
-            chosen[field.name] = value
-        return cls(**chosen)
 
-    def render(self, outcome: str, model_name: str, reason: str | None) -> Rendered:
-        """The title and messages for a row that ended with `outcome`."""
-        if outcome == "completed":
-            names = {"model_name": model_name, "reason": ""}
-            return Rendered(
-                COMPLETE_TYPE,
-                self.complete_title.format_map(names),
-                self.complete_body.format_map(names),
-                self.complete_body_en.format_map(names),
-            )
-        ko = {"model_name": model_name, "reason": reason or self.unknown_reason}
-        en = {"model_name": model_name, "reason": reason or self.unknown_reason_en}
-        return Rendered(
-            FAILED_TYPE,
-            self.failed_title.format_map(ko),
-            self.failed_body.format_map(ko),
-            self.failed_body_en.format_map(en),
+class LogNotifier:
+    """Writes the news to the log only: used where nothing is to be sent (the demo)."""
+
+    async def model_finished(self, model: FinishedModel) -> None:
+        """Logs the terminal status instead of sending it."""
+        log.info(
+            "push_logged",
+            extra={
+                "model_id": str(model.model_id),
+                "user_id": str(model.user_id),
+                "status": model.status,
+                "model_name": model.model_name,
+                "error_message": model.error_message,
+            },
         )
-
-
-class PushSender(Protocol):
-    """What sends pushes: listener.push.FcmSender, or a fake in tests."""
-
-    async def send(self, messages: Sequence[PushMessage]) -> list[SendResult]:
-        """One result per message, in order; never raises but for cancellation."""
-
-
-class _Undelivered(TransientError):
-    """Some messages met a retryable error."""
 
 
 def _short(token: str) -> str:
@@ -114,7 +73,7 @@ class PushNotifier:
 
     def __init__(
         self,
-        db: Database | asyncpg.Pool,
+        store: PushStore,
         sender: PushSender | None,
         texts: NotificationTexts,
         retry: RetryPolicy,
@@ -126,7 +85,7 @@ class PushNotifier:
         sweep_concurrency: int = 8,
         metrics: Metrics | None = None,
     ) -> None:
-        self.store = PushStore(db.pool if isinstance(db, Database) else db)
+        self.store = store
         self.sender = sender
         self.texts = texts
         self.retry = retry
@@ -197,6 +156,18 @@ class PushNotifier:
             log.info("push_sweep_claimed", extra={"count": len(pushes)})
         await asyncio.gather(*(self._handle_one(push, claim_id) for push in pushes))
         return len(pushes)
+
+    async def sweep_forever(self, interval_s: float = SWEEP_INTERVAL_S) -> None:
+        """Sends, now and then, what a replica that died left unsent; runs until cancelled."""
+        while True:
+            try:
+                # A full batch means there may be more; a bounded number of batches per round.
+                for _ in range(SWEEP_BATCHES):
+                    if await self.sweep() < self.sweep_batch:
+                        break
+            except Exception:
+                log.exception("push_sweep_failed")
+            await asyncio.sleep(interval_s)
 
     async def _handle_one(self, push: ClaimedPush, claim_id: str) -> None:
         current_model_id.set(str(push.model_id))  # gather runs this in a task of its own
@@ -310,15 +281,11 @@ class PushNotifier:
             pending = [m for m, r in zip(pending, results, strict=True) if r.outcome is SendOutcome.RETRYABLE]
             if pending:
                 codes = sorted({final[m.token].code or "?" for m in pending})
-                raise _Undelivered(f"{len(pending)} of {len(messages)} pushes not delivered yet: {codes}")
-
-        def on_retry(state: RetryCallState) -> None:
-            error = state.outcome.exception() if state.outcome else None
-            log.warning("push_retry", extra={"attempt": state.attempt_number, "error": str(error)})
+                raise PushUndelivered(f"{len(pending)} of {len(messages)} pushes not delivered yet: {codes}")
 
         try:
-            await self.retry.call(attempt, on_retry=on_retry)
-        except _Undelivered as exc:
+            await self.retry.call(attempt)
+        except PushUndelivered as exc:
             log.warning("push_undelivered", extra={"error": str(exc)})
         return [final[m.token] for m in messages]
 
