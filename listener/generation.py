@@ -150,12 +150,15 @@ class Generation:
     async def _submit(self, request: ValidRequest) -> None:
         image = await self._source_image(request.image) if request.image else None
         # Seen through even when the row's coroutine is cancelled (shutdown, lost lease): a
-        # generation the AI server started must have its task id stored, or it is paid twice.
+        # generation the AI server started must have its task id stored, or the replica that
+        # takes the row over pays for it twice. Not so when the deadline ends the row: it
+        # fails for good and is never submitted again, so nothing is waited for.
         submitting = asyncio.ensure_future(self._submit_and_record(request, image))
         try:
             await asyncio.shield(submitting)
         except asyncio.CancelledError:
-            await asyncio.wait([submitting], timeout=SUBMIT_GRACE_S)
+            deadline_passed = self._timeout is not None and self._timeout.expired()
+            await asyncio.wait([submitting], timeout=0 if deadline_passed else SUBMIT_GRACE_S)
             if not submitting.done():
                 submitting.cancel()
             elif not submitting.cancelled():
@@ -242,7 +245,11 @@ class Generation:
                 raise
 
         try:
-            state = await policy.call(poll_once)
+            # The database failing to record a failed poll is not the AI server's failure:
+            # the row is handed back, not failed.
+            state = await policy.call(poll_once, give_up_on=(DatabaseUnavailable,))
+        except DatabaseUnavailable:
+            raise
         except TransientError as exc:
             if time.monotonic() >= self.deadline:
                 raise self._timed_out() from exc

@@ -15,6 +15,7 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_after_delay,
     wait_random_exponential,
@@ -43,17 +44,24 @@ class RetryPolicy:
             self.first_wait_s * factor, self.max_wait_s * factor, self.deadline_s, self.max_attempts
         )
 
-    async def call(self, fn: Callable[[], Awaitable[T]], *, on_retry: OnRetry | None = None) -> T:
+    async def call(
+        self,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        on_retry: OnRetry | None = None,
+        give_up_on: tuple[type[TransientError], ...] = (),
+    ) -> T:
         """Calls `fn`, retrying TransientError; the last error is raised when the policy gives up.
 
-        `on_retry` hears each failure that is retried, after it is logged.
+        `on_retry` hears each failure that is retried, after it is logged; an error of a type
+        in `give_up_on` is raised at once, though transient.
         """
         # Most calls succeed at once: that path skips the retry machinery, whose cost
         # adds up over thousands of polls a second.
         try:
             return await fn()
         except TransientError as exc:
-            if self.max_attempts <= 1:
+            if self.max_attempts <= 1 or isinstance(exc, give_up_on):
                 raise
             first_failure: list[TransientError] = [exc]
 
@@ -68,7 +76,7 @@ class RetryPolicy:
             await _scheduled(state, on_retry)
 
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TransientError),
+            retry=retry_if_exception_type(TransientError) & retry_if_not_exception_type(give_up_on),
             stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.deadline_s),
             wait=wait_random_exponential(multiplier=self.first_wait_s, max=self.max_wait_s),
             before_sleep=before_sleep,

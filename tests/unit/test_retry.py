@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from tenacity import RetryCallState
 
-from listener.errors import PermanentError, TransientError
+from listener.errors import DatabaseUnavailable, PermanentError, TransientError
 from listener.retry import RetryPolicy
 
 NO_WAIT = RetryPolicy(max_attempts=4).scaled(0)
@@ -65,3 +67,24 @@ async def test_a_single_attempt_policy_raises_at_once() -> None:
     with pytest.raises(TransientError):
         await RetryPolicy(max_attempts=1).scaled(0).call(fn)  # type: ignore[arg-type]
     assert len(calls) == 1
+
+
+async def test_a_transient_error_named_in_give_up_on_is_raised_at_once() -> None:
+    calls, fn = failing(10, DatabaseUnavailable("gone"))
+    with pytest.raises(DatabaseUnavailable):
+        await NO_WAIT.call(fn, give_up_on=(DatabaseUnavailable,))  # type: ignore[arg-type]
+    assert len(calls) == 1
+    calls, fn = failing(1, TransientError("x"))
+    assert await NO_WAIT.call(fn, give_up_on=(DatabaseUnavailable,)) == "ok"  # type: ignore[arg-type]
+    assert len(calls) == 2
+
+
+async def test_every_retry_is_logged_as_retry_scheduled(caplog: pytest.LogCaptureFixture) -> None:
+    _, fn = failing(2, TransientError("still down"))
+    with caplog.at_level(logging.WARNING, logger="listener.retry"):
+        assert await NO_WAIT.call(fn) == "ok"  # type: ignore[arg-type]
+    scheduled = [r for r in caplog.records if r.getMessage() == "retry_scheduled"]
+    assert [(r.attempt, r.error) for r in scheduled] == [  # type: ignore[attr-defined]
+        (1, "TransientError: still down"),
+        (2, "TransientError: still down"),
+    ]
