@@ -10,12 +10,16 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 # Builder: turns the checkout and every runtime dependency into wheels in /wheels.
 FROM ${PYTHON_IMAGE} AS builder
 WORKDIR /src
+COPY requirements/run.lock ./requirements/run.lock
+# The runtime dependencies at the versions of the lock, each checked against its hash: no
+# `[demo]` or `[test]` extras, so no embedded Postgres, moto or pytest in the image.
+RUN pip wheel --no-cache-dir --disable-pip-version-check --require-hashes \
+        --wheel-dir /wheels -r requirements/run.lock
 COPY pyproject.toml README.md ./
 COPY listener ./listener
 COPY sql ./sql
-# The project's own wheel (with sql/ inside as listener/sql) plus its runtime dependencies only:
-# no `[demo]` or `[test]` extras, so no embedded Postgres, moto or pytest in the image.
-RUN pip wheel --no-cache-dir --disable-pip-version-check --wheel-dir /wheels .
+# The project's own wheel, with sql/ inside as listener/sql.
+RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /wheels .
 
 # Runtime: only the installed wheels; no compiler, no sources, no wheel files left behind.
 FROM ${PYTHON_IMAGE} AS runtime
@@ -26,7 +30,7 @@ ENV PYTHONUNBUFFERED=1 \
 # The wheels are bind-mounted from the builder for this one step, so they never become a layer.
 RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
-        --no-index --find-links=/wheels /wheels/listener-*.whl \
+        --no-index --no-deps /wheels/*.whl \
     && groupadd --system --gid 10001 listener \
     && useradd --system --uid 10001 --gid listener --no-create-home --shell /usr/sbin/nologin listener \
     && install -d -o listener -g listener -m 0750 "${LISTENER_SPOOL_DIR}"

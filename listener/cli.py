@@ -12,13 +12,15 @@ import gc
 import os
 import signal
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from listener import __version__
 from listener.errors import ConfigError, StatusUnavailable
 from listener.logs import configure_logging, redact_url, register_secret
-from listener.settings import Settings, environment, load_database_url, load_settings
+from listener.settings import SETTINGS_DOCS, Settings, environment, load_database_url, load_settings
 
 EXIT_CONFIG = 2
 
@@ -116,13 +118,55 @@ def _demo_rows(text: str) -> int:
     return value
 
 
+def _settings_help(*names: str) -> str:
+    """The epilog of a command: the environment variables it reads, with defaults."""
+    docs = [doc for doc in SETTINGS_DOCS if not names or doc.name in names]
+    width = max(len(doc.name) for doc in docs)
+    lines = [f"  {doc.name:<{width}}  {doc.meaning} (default: {doc.default})" for doc in docs]
+    return "settings (environment variables, or a .env file in the working folder):\n" + "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line, one sub-command per job."""
-    parser = argparse.ArgumentParser(prog="listener", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="listener",
+        description="Turns pending rows of public.ai_generated_models into finished 3D models, exactly once.",
+        epilog="`listener <command> --help` tells what a command does and which settings it reads.",
+    )
+    parser.add_argument("--version", action="version", version=f"listener {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("migrate", help="apply sql/ to DATABASE_URL").set_defaults(func=cmd_migrate)
-    commands.add_parser("run", help="serve: turn pending rows into models").set_defaults(func=cmd_run)
-    demo = commands.add_parser("demo", help="everything embedded: a few requests, progress bars to the end")
+
+    def command(
+        name: str, summary: str, description: str, epilog: str | None = None
+    ) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name,
+            help=summary,
+            description=textwrap.fill(description, width=88),
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    command(
+        "migrate",
+        "apply sql/ to DATABASE_URL",
+        "Creates or updates the listener's schema, triggers and functions in the database. Safe to "
+        "repeat; replicas that start together wait for each other.",
+        _settings_help("DATABASE_URL", "LISTENER_LOG_FORMAT"),
+    ).set_defaults(func=cmd_migrate)
+    command(
+        "run",
+        "serve: turn pending rows into models",
+        "Listens for new rows, claims them, runs each to completed or failed and tells its owner. "
+        "SIGTERM stops claiming, stops the rows' work and hands their leases back; exit 0.",
+        _settings_help(),
+    ).set_defaults(func=cmd_run)
+    demo = command(
+        "demo",
+        "everything embedded: a few requests, progress bars to the end",
+        "Starts a throwaway Postgres, a simulated AI server and a local S3, inserts a few requests as "
+        "an app user would and shows them through to the end. Needs no settings and no network.",
+    )
     demo.add_argument("--rows", type=_demo_rows, default=6, metavar="N", help="requests to make (1-50)")
     demo.add_argument(
         "--keep-running", action="store_true", help="after the summary, keep everything up until Ctrl-C"
@@ -131,7 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-file", type=Path, metavar="PATH", help="keep the listener's JSON log here (default: removed)"
     )
     demo.set_defaults(func=cmd_demo)
-    status = commands.add_parser("status", help="counts by status, rows in flight, oldest pending")
+    status = command(
+        "status",
+        "counts by status, rows in flight, oldest pending",
+        "Reads what the listener is doing from the database: rows by status, rows in flight with "
+        "their progress and age, the oldest pending row and the leases each replica holds.",
+        _settings_help("DATABASE_URL"),
+    )
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     status.set_defaults(func=cmd_status)
     return parser
@@ -143,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except ConfigError as exc:
-        print(f"listener: {exc}", file=sys.stderr)
+        for problem in str(exc).splitlines():
+            print(f"listener: {problem}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130

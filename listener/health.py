@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from listener.metrics import Metrics
 
@@ -24,7 +25,8 @@ class HealthServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/metrics", self._metrics)
+        # prometheus-client's own handler: content negotiation (OpenMetrics too) and gzip.
+        app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
         self._runner = web.AppRunner(app, access_log=None)
 
     async def start(self) -> None:
@@ -48,6 +50,3 @@ class HealthServer:
         if reason is None:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready", "reason": reason}, status=503)
-
-    async def _metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")

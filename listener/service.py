@@ -68,6 +68,28 @@ async def wait_for_database(db: Postgres, stop: asyncio.Event) -> bool:
     return False
 
 
+class Readiness:
+    """Why this replica is not ready yet, for `/readyz`; None once it is."""
+
+    def __init__(self) -> None:
+        self.pg: Postgres | None = None
+        self.supervisor: Supervisor | None = None
+
+    async def not_ready_reason(self) -> str | None:
+        """Ready means: started, the LISTEN connection registered, and the pool reaching the database."""
+        if self.pg is None or self.supervisor is None:
+            return "starting: waiting for the database"
+        if not self.supervisor.wake_ups.ready:
+            return "the LISTEN connection is down"
+        if not self.supervisor.healthy:
+            return "a background loop of the listener has stopped"
+        try:
+            await self.pg.ping()
+        except DatabaseUnavailable:
+            return "the database does not answer"
+        return None
+
+
 async def serve(
     settings: Settings,
     stop: asyncio.Event,
@@ -91,88 +113,99 @@ async def serve(
     clear_spool(settings.spool_dir)
     metrics = Metrics()
     retry = retry or RetryPolicy()
-    async with (
-        Postgres.connect(settings.database_url, max_size=min(20, settings.concurrency + 2)) as pg,
-        aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
-        aiohttp.ClientSession(
-            timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=64, force_close=True)
-        ) as submit_http,
-        Storage(settings.storage) as storage,
-    ):
-        if not await wait_for_database(pg, stop):
-            log.info("listener_stopped_before_start")
-            return None
-        db = Database(pg)
-        sender = _push_sender(settings)
-        if notifier is None:
-            push = PushNotifier(PushStore(pg), sender, settings.push_texts, retry, metrics=metrics)
-            await push.start()
-            notifier = push
-        clients = Clients(
-            db=db,
-            ai=AIClient(settings.ai_url, http, submit_http),
-            storage=storage,
-            fetch_url=functools.partial(_fetch_source, http),
-            metrics=metrics,
-        )
-        generation = GenerationSettings(
-            owner=owner,
-            bucket=settings.storage.bucket,
-            public_base_url=settings.storage.public_base_url,
-            source_hosts=settings.source_hosts,
-            poll_interval_s=settings.poll_interval_s,
-            max_poll_failures=settings.max_poll_failures,
-            generation_timeout_s=settings.generation_timeout_s,
-            progress_interval_s=settings.progress_interval_s,
-            max_file_bytes=settings.max_file_bytes,
-            spool_dir=settings.spool_dir,
-            retry=retry,
-        )
-        supervision = SupervisorSettings(
-            owner=owner,
-            concurrency=settings.concurrency,
-            per_user_limit=settings.per_user_limit,
-            lease_s=settings.lease_s,
-            sweep_interval_s=sweep_interval_s,
-        )
-        supervisor = Supervisor(
-            db,
-            PgListener(settings.database_url),
-            supervision,
-            run_job=functools.partial(run_job, clients=clients, settings=generation),
-            notify=notifier.model_finished,
-            metrics=metrics,
-        )
-        health = HealthServer(
-            settings.http_host,
-            settings.http_port,
-            metrics,
-            functools.partial(_not_ready_reason, pg, supervisor),
-        )
-        await supervisor.start()
-        await health.start()
-        sweeper = (
-            asyncio.create_task(notifier.sweep_forever(), name="push-sweep")
-            if isinstance(notifier, PushNotifier)
-            else None
-        )
-        if on_started is not None:
-            on_started()
-        log.info(
-            "listener_started", extra={"concurrency": settings.concurrency, "http_port": settings.http_port}
-        )
-        try:
-            await stop.wait()
-        finally:
-            log.info("listener_stopping", extra={"in_flight": len(supervisor.running)})
-            if sweeper is not None:
-                sweeper.cancel()
-            await supervisor.stop()
-            await health.stop()
-            if sender is not None:
-                await sender.aclose()
-    log.info("listener_stopped")
-    return supervisor
+    readiness = Readiness()
+    # Health first: /healthz answers from the first second, /readyz says what is awaited.
+    health = HealthServer(settings.http_host, settings.http_port, metrics, readiness.not_ready_reason)
+    await health.start()
+    try:
+        async with (
+            Postgres.connect(settings.database_url, max_size=min(20, settings.concurrency + 2)) as pg,
+            aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
+            aiohttp.ClientSession(
+                timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=64, force_close=True)
+            ) as submit_http,
+            Storage(settings.storage) as storage,
+        ):
+            if not await wait_for_database(pg, stop):
+                log.info("listener_stopped_before_start")
+                return None
+            db = Database(pg)
+            sender = _push_sender(settings)
+            if notifier is None:
+                push = PushNotifier(PushStore(pg), sender, settings.push_texts, retry, metrics=metrics)
+                await push.start()
+                notifier = push
+            clients = Clients(
+                db=db,
+                ai=AIClient(settings.ai_url, http, submit_http),
+                storage=storage,
+                fetch_url=functools.partial(_fetch_source, http),
+                metrics=metrics,
+            )
+            supervisor = Supervisor(
+                db,
+                PgListener(settings.database_url),
+                _supervisor_settings(settings, owner, sweep_interval_s),
+                run_job=functools.partial(
+                    run_job, clients=clients, settings=_generation_settings(settings, owner, retry)
+                ),
+                notify=notifier.model_finished,
+                metrics=metrics,
+            )
+            await supervisor.start()
+            readiness.pg, readiness.supervisor = pg, supervisor
+            sweeper = (
+                asyncio.create_task(notifier.sweep_forever(), name="push-sweep")
+                if isinstance(notifier, PushNotifier)
+                else None
+            )
+            if on_started is not None:
+                on_started()
+            log.info(
+                "listener_started",
+                extra={"concurrency": settings.concurrency, "http_port": settings.http_port},
+            )
+            try:
+                await stop.wait()
+            finally:
+                log.info("listener_stopping", extra={"in_flight": len(supervisor.running)})
+                if sweeper is not None:
+                    sweeper.cancel()
+                await supervisor.stop()
+                if sender is not None:
+                    await sender.aclose()
+        return supervisor
+    finally:
+        await health.stop()
+        log.info("listener_stopped")
+
+
+def _supervisor_settings(settings: Settings, owner: str, sweep_interval_s: float) -> SupervisorSettings:
+    """Who this replica is and how much it takes on."""
+    return SupervisorSettings(
+        owner=owner,
+        concurrency=settings.concurrency,
+        per_user_limit=settings.per_user_limit,
+        lease_s=settings.lease_s,
+        sweep_interval_s=sweep_interval_s,
+    )
+
+
+def _generation_settings(settings: Settings, owner: str, retry: RetryPolicy) -> GenerationSettings:
+    """The part of the settings a row's coroutine uses."""
+    return GenerationSettings(
+        owner=owner,
+        bucket=settings.storage.bucket,
+        public_base_url=settings.storage.public_base_url,
+        source_hosts=settings.source_hosts,
+        poll_interval_s=settings.poll_interval_s,
+        max_poll_failures=settings.max_poll_failures,
+        generation_timeout_s=settings.generation_timeout_s,
+        progress_interval_s=settings.progress_interval_s,
+        max_file_bytes=settings.max_file_bytes,
+        spool_dir=settings.spool_dir,
+        retry=retry,
+    )
 
 
 def _push_sender(settings: Settings) -> FcmSender | None:
@@ -180,19 +213,6 @@ def _push_sender(settings: Settings) -> FcmSender | None:
     if settings.firebase_credentials is None:
         return None
     return FcmSender.from_credentials(settings.firebase_credentials, settings.fcm_endpoint)
-
-
-async def _not_ready_reason(db: Postgres, supervisor: Supervisor) -> str | None:
-    """Ready means: the LISTEN connection is registered and the pool reaches the database."""
-    if not supervisor.wake_ups.ready:
-        return "the LISTEN connection is down"
-    if not supervisor.healthy:
-        return "a background loop of the listener has stopped"
-    try:
-        await db.ping()
-    except DatabaseUnavailable:
-        return "the database does not answer"
-    return None
 
 
 async def _fetch_source(http: aiohttp.ClientSession, url: str, dest: Path, max_bytes: int) -> int:

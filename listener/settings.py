@@ -17,6 +17,49 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class SettingDoc:
+    """One environment variable, as `--help` and the README describe it."""
+
+    name: str
+    default: str
+    meaning: str
+
+
+# Every variable the listener reads, in the order `listener run --help` lists them.
+SETTINGS_DOCS = (
+    SettingDoc("DATABASE_URL", "required", "direct or session-mode Postgres URL"),
+    SettingDoc("AI_PYTHON_URL", "http://127.0.0.1:7000", "the AI server"),
+    SettingDoc("SUPABASE_URL", "required", "https://<ref>.supabase.co, for public object URLs"),
+    SettingDoc("STORAGE_S3_ENDPOINT", "$SUPABASE_URL/storage/v1/s3", "Storage's S3 endpoint"),
+    SettingDoc("STORAGE_S3_REGION", "required", "the project's region"),
+    SettingDoc("STORAGE_S3_ACCESS_KEY_ID", "required", "S3 access key"),
+    SettingDoc("STORAGE_S3_SECRET_ACCESS_KEY", "required", "S3 secret key"),
+    SettingDoc("STORAGE_BUCKET", "ai-models", "the bucket"),
+    SettingDoc("FIREBASE_CREDENTIALS", "unset: pushes off", "path to the service-account JSON"),
+    SettingDoc("FCM_ENDPOINT", "https://fcm.googleapis.com", "FCM base URL (proxies, tests)"),
+    SettingDoc("LISTENER_CONCURRENCY", "50", "rows in flight per replica"),
+    SettingDoc("LISTENER_PER_USER_LIMIT", "3", "rows in flight per user, across replicas"),
+    SettingDoc("LISTENER_POLL_INTERVAL", "5", "seconds between polls of a task (fractions allowed)"),
+    SettingDoc("LISTENER_MAX_POLL_FAILURES", "10", "failed polls in a row before the row fails"),
+    SettingDoc("LISTENER_GENERATION_TIMEOUT", "1800", "seconds from submission before the row fails"),
+    SettingDoc("LISTENER_LEASE_SECONDS", "60", "how long a claim lasts unless renewed"),
+    SettingDoc("LISTENER_SOURCE_HOSTS", "empty", "comma-separated hosts source images may be fetched from"),
+    SettingDoc("LISTENER_HTTP_HOST", "0.0.0.0", "address of /healthz, /readyz, /metrics"),
+    SettingDoc("LISTENER_HTTP_PORT", "8080", "their port"),
+    SettingDoc("LISTENER_LOG_FORMAT", "json", "json (one object per line) or text"),
+    SettingDoc("LISTENER_PROGRESS_INTERVAL", "2", "least seconds between progress writes of a row"),
+    SettingDoc("LISTENER_MAX_FILE_BYTES", "1073741824", "largest result file accepted"),
+    SettingDoc("LISTENER_SPOOL_DIR", "/tmp/listener-spool", "where results wait between fetch and upload"),
+    SettingDoc(
+        "LISTENER_PUSH_*",
+        "the app's texts",
+        "COMPLETE_TITLE, COMPLETE_BODY, COMPLETE_BODY_EN, FAILED_TITLE, FAILED_BODY, FAILED_BODY_EN: "
+        "templates with {model_name} and {reason}",
+    ),
+)
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     """Where Storage is and how to sign requests to it."""
 
@@ -57,20 +100,16 @@ class Settings:
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines of a `.env` file; blank lines, comments and `export ` are allowed."""
-    values: dict[str, str] = {}
+    """The variables of a `.env` file, read as python-dotenv (and so docker compose) reads them.
+
+    Comments, `export `, quotes and multi-line quoted values are understood; a line that
+    names a variable without a value is left out.
+    """
     if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        values[key.strip()] = value
-    return values
+        return {}
+    from dotenv import dotenv_values
+
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
 def environment(env: Mapping[str, str] | None = None, dotenv: Path | None = None) -> dict[str, str]:
@@ -81,87 +120,115 @@ def environment(env: Mapping[str, str] | None = None, dotenv: Path | None = None
 
 
 class _Reader:
-    """Reads one setting at a time; every error names the setting."""
+    """Reads settings one by one, collecting every problem, each naming its setting, to report all at once."""
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
+        self.problems: list[str] = []
 
-    def _raw(self, name: str, default: str | None) -> str:
+    def check(self) -> None:
+        """Raises ConfigError listing every problem found, one line each."""
+        if self.problems:
+            raise ConfigError("\n".join(self.problems))
+
+    def _problem(self, message: str) -> None:
+        self.problems.append(message)
+
+    def _raw(self, name: str, default: str | None) -> str | None:
         value = self.env.get(name, "").strip()
         if value:
             return value
         if default is None:
-            raise ConfigError(f"{name} is not set")
+            self._problem(f"{name} is not set")
         return default
 
     def text(self, name: str, default: str | None = None) -> str:
-        return self._raw(name, default)
+        return self._raw(name, default) or ""
 
     def optional(self, name: str) -> str | None:
         return self.env.get(name, "").strip() or None
 
-    def _parsed(self, name: str, default: str, parse: Callable[[str], T], what: str) -> T:
-        raw = self._raw(name, default)
+    def _parsed(self, name: str, default: T, parse: Callable[[str], T], what: str) -> T:
+        raw = self._raw(name, str(default))
         try:
-            return parse(raw)
+            return parse(raw or "")
         except ValueError:
-            raise ConfigError(f"{name} must be {what}, got {raw!r}") from None
+            self._problem(f"{name} must be {what}, got {raw!r}")
+            return default
 
-    def positive_int(self, name: str, default: int) -> int:
-        value = self._parsed(name, str(default), int, "a whole number")
+    def positive_int(self, name: str, default: int, *, most: int | None = None) -> int:
+        value = self._parsed(name, default, int, "a whole number")
         if value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value}")
+            self._problem(f"{name} must be at least 1, got {value}")
+        elif most is not None and value > most:
+            self._problem(f"{name} must be at most {most}, got {value}")
         return value
 
     def positive_float(self, name: str, default: float) -> float:
-        value = self._parsed(name, str(default), float, "a number of seconds")
+        value = self._parsed(name, default, float, "a number of seconds")
         if not value > 0:
-            raise ConfigError(f"{name} must be more than 0, got {value}")
+            self._problem(f"{name} must be more than 0, got {value}")
+        return value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        if value not in choices:
+            self._problem(f"{name} must be {' or '.join(choices)}, got {value!r}")
         return value
 
     def url(self, name: str, default: str | None = None, schemes: tuple[str, ...] = ("http", "https")) -> str:
-        value = self._raw(name, default).rstrip("/")
+        raw = self._raw(name, default)
+        if not raw:  # missing: already reported, or its default rests on another missing setting
+            return ""
+        value = raw.rstrip("/")
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.hostname:
-            raise ConfigError(f"{name} must be a {' or '.join(schemes)} URL, got {redact_url(value)!r}")
+            self._problem(f"{name} must be a {' or '.join(schemes)} URL, got {redact_url(value)!r}")
         return value
+
+    def file(self, name: str) -> Path | None:
+        value = self.optional(name)
+        if value is not None and not Path(value).is_file():
+            self._problem(f"{name} names no readable file: {value}")
+        return Path(value) if value else None
+
+    def push_texts(self) -> NotificationTexts:
+        try:
+            return NotificationTexts.from_env(self.env)
+        except ConfigError as exc:
+            self._problem(str(exc))
+            return NotificationTexts()
 
 
 def load_database_url(env: Mapping[str, str]) -> str:
     """DATABASE_URL alone, for the commands that need nothing else."""
-    return _Reader(env).url("DATABASE_URL", schemes=("postgres", "postgresql"))
+    read = _Reader(env)
+    database_url = read.url("DATABASE_URL", schemes=("postgres", "postgresql"))
+    read.check()
+    return database_url
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
-    """Every setting of `listener run`; raises ConfigError naming the first bad one."""
+    """Every setting of `listener run`; raises ConfigError naming every bad one, one per line."""
     read = _Reader(env)
+    database_url = read.url("DATABASE_URL", schemes=("postgres", "postgresql"))
     supabase_url = read.url("SUPABASE_URL")
     storage = StorageConfig(
-        endpoint_url=read.url("STORAGE_S3_ENDPOINT", f"{supabase_url}/storage/v1/s3"),
+        endpoint_url=read.url("STORAGE_S3_ENDPOINT", f"{supabase_url}/storage/v1/s3" if supabase_url else ""),
         region=read.text("STORAGE_S3_REGION"),
         access_key_id=read.text("STORAGE_S3_ACCESS_KEY_ID"),
         secret_access_key=read.text("STORAGE_S3_SECRET_ACCESS_KEY"),
         bucket=read.text("STORAGE_BUCKET", "ai-models"),
         public_base_url=supabase_url,
     )
-    credentials = read.optional("FIREBASE_CREDENTIALS")
-    if credentials is not None and not Path(credentials).is_file():
-        raise ConfigError(f"FIREBASE_CREDENTIALS names no readable file: {credentials}")
-    fcm_endpoint = read.url("FCM_ENDPOINT") if read.optional("FCM_ENDPOINT") else None
-    log_format = read.text("LISTENER_LOG_FORMAT", "json")
-    if log_format not in ("json", "text"):
-        raise ConfigError(f"LISTENER_LOG_FORMAT must be json or text, got {log_format!r}")
     hosts = read.text("LISTENER_SOURCE_HOSTS", "")
-    http_port = read.positive_int("LISTENER_HTTP_PORT", 8080)
-    if http_port > 65535:
-        raise ConfigError(f"LISTENER_HTTP_PORT must be a TCP port, got {http_port}")
-    return Settings(
-        database_url=read.url("DATABASE_URL", schemes=("postgres", "postgresql")),
+    settings = Settings(
+        database_url=database_url,
         ai_url=read.url("AI_PYTHON_URL", "http://127.0.0.1:7000"),
         storage=storage,
-        firebase_credentials=Path(credentials) if credentials else None,
-        fcm_endpoint=fcm_endpoint,
-        push_texts=NotificationTexts.from_env(env),
+        firebase_credentials=read.file("FIREBASE_CREDENTIALS"),
+        fcm_endpoint=read.url("FCM_ENDPOINT") if read.optional("FCM_ENDPOINT") else None,
+        push_texts=read.push_texts(),
         concurrency=read.positive_int("LISTENER_CONCURRENCY", 50),
         per_user_limit=read.positive_int("LISTENER_PER_USER_LIMIT", 3),
         poll_interval_s=read.positive_float("LISTENER_POLL_INTERVAL", 5.0),
@@ -170,9 +237,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         lease_s=read.positive_float("LISTENER_LEASE_SECONDS", 60.0),
         source_hosts=frozenset(h.strip().lower() for h in hosts.split(",") if h.strip()),
         http_host=read.text("LISTENER_HTTP_HOST", "0.0.0.0"),
-        http_port=http_port,
-        log_format=log_format,
+        http_port=read.positive_int("LISTENER_HTTP_PORT", 8080, most=65535),
+        log_format=read.choice("LISTENER_LOG_FORMAT", "json", ("json", "text")),
         progress_interval_s=read.positive_float("LISTENER_PROGRESS_INTERVAL", 2.0),
         max_file_bytes=read.positive_int("LISTENER_MAX_FILE_BYTES", 1024 * 1024 * 1024),
         spool_dir=Path(read.text("LISTENER_SPOOL_DIR", "/tmp/listener-spool")),
     )
+    read.check()
+    return settings

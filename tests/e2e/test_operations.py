@@ -10,6 +10,7 @@ import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
+from listener.playground.embedded import free_port
 from tests.support.database import as_app_user, dsn_for, insert_model
 from tests.support.stack import Stack, running_listener, wait_for_status
 
@@ -57,6 +58,28 @@ async def test_readyz_follows_the_listen_connection(stack: Stack) -> None:
     finally:
         await admin.close()
         await conn.close()
+
+
+async def test_health_answers_before_the_database_does(stack: Stack) -> None:
+    """A replica started while Postgres is away is alive at once and says why it is not ready."""
+    unreachable = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
+    async with running_listener(stack.settings(DATABASE_URL=unreachable)):
+        deadline = time.monotonic() + 15
+        while await readiness(stack.http_port) == 0:
+            assert time.monotonic() < deadline, "nothing answered on the health port"
+            await asyncio.sleep(0.05)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{stack.http_port}/healthz") as health:
+                assert health.status == 200
+            async with http.get(f"http://127.0.0.1:{stack.http_port}/readyz") as ready:
+                assert ready.status == 503
+                assert (await ready.json())["reason"] == "starting: waiting for the database"
+            async with http.get(f"http://127.0.0.1:{stack.http_port}/metrics") as metrics:
+                text = await metrics.text()
+    assert "listener_build_info{" in text
+    assert 'listener_rows_failed_total{reason="timeout"} 0.0' in text
+    assert "process_resident_memory_bytes" in text  # read from /proc: Linux, as in the image
+    assert "_created" not in text
 
 
 async def test_metrics_count_what_happened(stack: Stack) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from listener.errors import ConfigError
 from listener.logs import redact_url
-from listener.settings import load_settings, read_dotenv
+from listener.settings import SETTINGS_DOCS, environment, load_settings, read_dotenv
 
 BASE = {
     "DATABASE_URL": "postgresql://postgres:s3cret-pw@db.example.supabase.co:5432/postgres",
@@ -80,10 +81,108 @@ def test_listener_run_with_a_bad_setting_exits_2_with_one_line() -> None:
     ]
 
 
-def test_passwords_are_redacted_and_dotenv_is_read(tmp_path: pytest.TempPathFactory) -> None:
+def test_passwords_are_redacted() -> None:
     assert (
         redact_url(BASE["DATABASE_URL"]) == "postgresql://postgres:***@db.example.supabase.co:5432/postgres"
     )
-    dotenv = tmp_path / ".env"  # type: ignore[operator]
-    dotenv.write_text("# comment\nexport A=1\nB='two words'\n\nC=\"x=y\"\n")
-    assert read_dotenv(dotenv) == {"A": "1", "B": "two words", "C": "x=y"}
+
+
+def test_dotenv_is_read_as_other_tools_read_it(tmp_path: Path) -> None:
+    """Comments after values, quotes, `export` and multi-line values, as docker compose reads them."""
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# comment\n"
+        "export A=1\n"
+        "B='two words'\n"
+        "\n"
+        'C="x=y"\n'
+        "LISTENER_CONCURRENCY=20  # per replica\n"
+        'STORAGE_BUCKET="ai-models" # prod\n'
+        'KEY="line one\nline two"\n'
+    )
+    values = read_dotenv(dotenv)
+    assert values == {
+        "A": "1",
+        "B": "two words",
+        "C": "x=y",
+        "LISTENER_CONCURRENCY": "20",
+        "STORAGE_BUCKET": "ai-models",
+        "KEY": "line one\nline two",
+    }
+    settings = load_settings({**values, **BASE})
+    assert (settings.concurrency, settings.storage.bucket) == (20, "ai-models")
+
+
+def test_the_environment_wins_over_the_dotenv_file(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("LISTENER_CONCURRENCY=20\nLISTENER_PER_USER_LIMIT=7\n")
+    merged = environment({"LISTENER_CONCURRENCY": "30"}, dotenv)
+    assert (merged["LISTENER_CONCURRENCY"], merged["LISTENER_PER_USER_LIMIT"]) == ("30", "7")
+
+
+def test_every_bad_setting_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "SUPABASE_URL": "https://abc.supabase.co",
+                "LISTENER_CONCURRENCY": "many",
+                "LISTENER_HTTP_PORT": "70000",
+                "LISTENER_LOG_FORMAT": "xml",
+            }
+        )
+    assert str(caught.value).splitlines() == [
+        "DATABASE_URL is not set",
+        "STORAGE_S3_REGION is not set",
+        "STORAGE_S3_ACCESS_KEY_ID is not set",
+        "STORAGE_S3_SECRET_ACCESS_KEY is not set",
+        "LISTENER_CONCURRENCY must be a whole number, got 'many'",
+        "LISTENER_HTTP_PORT must be at most 65535, got 70000",
+        "LISTENER_LOG_FORMAT must be json or text, got 'xml'",
+    ]
+
+
+def test_listener_run_with_nothing_set_names_every_missing_setting() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "listener", "run"],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"listener: {name} is not set"
+        for name in (
+            "DATABASE_URL",
+            "SUPABASE_URL",
+            "STORAGE_S3_REGION",
+            "STORAGE_S3_ACCESS_KEY_ID",
+            "STORAGE_S3_SECRET_ACCESS_KEY",
+        )
+    ]
+
+
+class RecordingEnv(dict[str, str]):
+    """An environment that remembers every name asked of it."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def test_every_setting_read_is_documented_in_help_and_readme() -> None:
+    env = RecordingEnv(BASE)
+    load_settings(env)
+    documented = {doc.name for doc in SETTINGS_DOCS}
+    undocumented = {
+        name for name in env.asked if name not in documented and not name.startswith("LISTENER_PUSH_")
+    }
+    assert undocumented == set()
+    assert "LISTENER_PUSH_*" in documented
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert [name for name in sorted(documented - {"LISTENER_PUSH_*"}) if f"| `{name}` |" not in readme] == []
