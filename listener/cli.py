@@ -15,11 +15,11 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from listener import __version__
 from listener.errors import ConfigError, StatusUnavailable
-from listener.logs import configure_logging, redact_url, register_secret
+from listener.logs import configure_logging
+from listener.redact import redact_url, register_secret, scrub, url_secrets
 from listener.settings import SETTINGS_DOCS, Settings, environment, load_database_url, load_settings
 
 EXIT_CONFIG = 2
@@ -47,18 +47,22 @@ def cmd_migrate(_: argparse.Namespace) -> int:
 
     env = environment()
     database_url = load_database_url(env)
+    for secret in url_secrets(database_url):
+        register_secret(secret)
     configure_logging(env.get("LISTENER_LOG_FORMAT", "json"))
     try:
         asyncio.run(_migrate(database_url))
     except (OSError, asyncpg.PostgresError) as exc:
-        print(f"listener: migrate failed on {redact_url(database_url)}: {exc}", file=sys.stderr)
+        print(f"listener: migrate failed on {redact_url(database_url)}: {scrub(str(exc))}", file=sys.stderr)
         return 1
     return 0
 
 
 def register_secrets(settings: Settings) -> None:
-    """Keeps the database password and the storage secret out of every log line."""
-    register_secret(urlsplit(settings.database_url).password)
+    """Keeps the passwords and keys of the settings out of every log line and error."""
+    for url in (settings.database_url, settings.ai_url, settings.storage.endpoint_url):
+        for secret in url_secrets(url):
+            register_secret(secret)
     register_secret(settings.storage.secret_access_key)
 
 

@@ -7,7 +7,8 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
-from urllib.parse import urlsplit
+
+from listener.redact import scrub
 
 # The model a coroutine works on; every line it logs carries it.
 current_model_id: ContextVar[str | None] = ContextVar("current_model_id", default=None)
@@ -17,7 +18,6 @@ _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None)
     "asctime",
     "taskName",
 }
-_secrets: set[str] = set()
 # Libraries whose INFO lines would drown the listener's own: only their warnings are shown.
 NOISY_LOGGERS = (
     "aiobotocore",
@@ -29,28 +29,6 @@ NOISY_LOGGERS = (
     "httpcore",
     "werkzeug",  # the local S3 of the demo and the tests
 )
-
-
-def register_secret(value: str | None) -> None:
-    """Never print this value: it is replaced by *** wherever it would appear."""
-    if value and len(value) >= 4:
-        _secrets.add(value)
-
-
-def scrub(text: str) -> str:
-    """The text with every registered secret replaced."""
-    for secret in _secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, safe to log or show."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
 
 
 def quiet_noisy_loggers() -> None:

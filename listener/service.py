@@ -21,13 +21,13 @@ from listener.downloads import download
 from listener.errors import DatabaseUnavailable
 from listener.generation import run_job
 from listener.health import HealthServer
-from listener.logs import redact_url
 from listener.metrics import Metrics
 from listener.pg_listen import PgListener
 from listener.ports import Clients, GenerationSettings
 from listener.push.fcm import FcmSender
 from listener.push.notifier import Notifier, PushNotifier
 from listener.push.store import PushStore
+from listener.redact import redact_url
 from listener.retry import RetryPolicy
 from listener.settings import Settings
 from listener.storage import Storage
@@ -103,7 +103,11 @@ async def serve(
     owner = replica_name()
     log.info(
         "listener_starting",
-        extra={"owner": owner, "database": redact_url(settings.database_url), "ai_url": settings.ai_url},
+        extra={
+            "owner": owner,
+            "database": redact_url(settings.database_url),
+            "ai_url": redact_url(settings.ai_url),
+        },
     )
     if is_transaction_pooler(settings.database_url):
         log.warning(

@@ -10,8 +10,8 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from listener.errors import ConfigError
-from listener.logs import redact_url
 from listener.push.texts import NotificationTexts
+from listener.redact import redact_url
 
 T = TypeVar("T")
 

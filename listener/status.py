@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
 from listener.db import connect_kwargs
 from listener.errors import StatusUnavailable
-from listener.logs import redact_url, register_secret, scrub
 from listener.queries import query
+from listener.redact import printable, redact_url, register_secret, scrub, url_secrets
 
 STATUSES = ("pending", "processing", "completed", "failed", "cancelled")
 IN_FLIGHT_SHOWN = 50
@@ -42,7 +41,8 @@ def _seconds(value: float | None) -> float | None:
 async def read_status(database_url: str) -> StatusReport:
     """Reads counts, in-flight rows, the oldest pending row and leases; raises StatusUnavailable."""
     safe_url = redact_url(database_url)
-    register_secret(urlsplit(database_url).password)
+    for secret in url_secrets(database_url):
+        register_secret(secret)
     try:
         conn = await asyncpg.connect(**connect_kwargs(database_url), timeout=CONNECT_TIMEOUT_S)
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -114,7 +114,7 @@ def bar(progress: int, width: int = 20) -> str:
 
 
 def render(report: StatusReport) -> str:
-    """The report as text for a terminal."""
+    """The report as text for a terminal; what came from the database cannot move its cursor."""
     owned_total = sum(report.counts.values())
     lines = [
         f"database  {report.database}",
@@ -141,4 +141,5 @@ def render(report: StatusReport) -> str:
     for owner, held in report.leases.items():
         expired = f", {held['expired']} expired" if held["expired"] else ""
         lines.append(f"  {owner}  {held['held']} held{expired}")
-    return "\n".join(lines)
+    # Model names and owners are anyone's text: escape codes and line breaks are shown, not obeyed.
+    return "\n".join(printable(line) for line in lines)

@@ -21,7 +21,7 @@ from typing import Any, TextIO, TypeVar
 
 import asyncpg
 
-from listener.logs import JsonFormatter, quiet_noisy_loggers, register_secret
+from listener.logs import JsonFormatter, quiet_noisy_loggers
 from listener.migrate import migrate
 from listener.playground.embedded import EmbeddedPostgres
 from listener.playground.local_env import local_env
@@ -30,6 +30,7 @@ from listener.playground.sample_files import build_png
 from listener.playground.simulator import FAIL_MARKER, AISimulator, SimulatorConfig
 from listener.push.notifier import LogNotifier
 from listener.queries import blocks
+from listener.redact import register_secret
 from listener.service import serve
 from listener.settings import StorageConfig, load_settings
 from listener.sizes import human_size

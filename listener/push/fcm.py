@@ -28,8 +28,8 @@ import httpx
 from firebase_admin import _http_client, _retry, credentials, exceptions, messaging
 
 from listener.errors import ConfigError
-from listener.logs import register_secret
 from listener.push.messages import PushMessage, SendOutcome, SendResult
+from listener.redact import register_secret
 
 log = logging.getLogger(__name__)
 

@@ -1,11 +1,14 @@
 """Benchmark: insert-to-claim latency at a steady insert rate, beside a bare LISTEN client.
 
     python -m tests.benchmarks.claim_latency --rate 200 --seconds 10
+    python -m tests.benchmarks.claim_latency --rate 50 --seconds 10 --backlog 20000 --per-user-limit 3
 
 A real `listener run` process claims rows inserted at `--rate` per second; the rows then
 stay in flight (the simulated generation outlasts the run). Prints percentiles of the
 time from each insert to its claim, and of the time a plain asyncpg LISTEN connection
-takes to hear the same notifications.
+takes to hear the same notifications. `--backlog N` first gives one user N waiting rows
+(held back by the per-user limit): the latency of everyone else's rows shows what that
+backlog costs them.
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ def summary(values_ms: list[float]) -> dict[str, float]:
     }
 
 
-async def bench(rate: float, seconds: float, users: int) -> dict[str, object]:
+BACKLOG_USER = uuid.UUID("00000000-0000-0000-0000-00000000b10c")
+
+
+async def bench(
+    rate: float, seconds: float, users: int, backlog: int, per_user_limit: int | None
+) -> dict[str, object]:
     work = Path(tempfile.mkdtemp(prefix="listener-claim-bench-"))
     count = int(rate * seconds)
     with EmbeddedPostgres() as pg:
@@ -51,8 +59,17 @@ async def bench(rate: float, seconds: float, users: int) -> dict[str, object]:
             work / "spool",
             LISTENER_POLL_INTERVAL="30",
             LISTENER_CONCURRENCY=str(count + 100),
-            LISTENER_PER_USER_LIMIT=str(count),
+            LISTENER_PER_USER_LIMIT=str(per_user_limit or count),
         )
+        if backlog:
+            await conn.execute(
+                "INSERT INTO public.ai_generated_models "
+                "(user_id, generation_type, prompt, model_name, storage_path, status) "
+                "SELECT $1, 'text_to_3d', 'backlog ' || n, 'Backlog', '', 'pending' "
+                "FROM generate_series(1, $2) AS n",
+                BACKLOG_USER,
+                backlog,
+            )
         heard: dict[str, float] = {}
         bare = await asyncpg.connect(pg.dsn)
         await bare.add_listener("listener_jobs", lambda *a: heard.setdefault(a[3], time.perf_counter()))
@@ -75,18 +92,23 @@ async def bench(rate: float, seconds: float, users: int) -> dict[str, object]:
                 )
             achieved = count / (time.perf_counter() - start)
             deadline = time.monotonic() + 30
-            while await conn.fetchval("SELECT count(*) FROM listener.jobs WHERE claimed_at IS NULL"):
+            while await conn.fetchval(
+                "SELECT count(*) FROM listener.jobs WHERE claimed_at IS NULL AND user_id <> $1", BACKLOG_USER
+            ):
                 if time.monotonic() > deadline:
                     raise SystemExit("rows were not claimed in time")
                 await asyncio.sleep(0.1)
         claims = await conn.fetch(
-            "SELECT extract(epoch FROM claimed_at - enqueued_at)::float8 * 1000 AS ms FROM listener.jobs"
+            "SELECT extract(epoch FROM claimed_at - enqueued_at)::float8 * 1000 AS ms FROM listener.jobs "
+            "WHERE user_id <> $1",
+            BACKLOG_USER,
         )
         await bare.close()
         await conn.close()
         await simulator.stop()
     return {
         "rows": count,
+        "backlog_of_one_user": backlog,
         "insert_rate_per_s": round(achieved, 1),
         "listener_insert_to_claim_ms": summary([r["ms"] for r in claims]),
         "bare_listen_insert_to_notification_ms": summary(
@@ -102,8 +124,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="inserts per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--backlog", type=int, default=0, help="rows one user has waiting before the run")
+    parser.add_argument("--per-user-limit", type=int, help="LISTENER_PER_USER_LIMIT (default: no limit)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(bench(args.rate, args.seconds, args.users)), indent=2))
+    result = bench(args.rate, args.seconds, args.users, args.backlog, args.per_user_limit)
+    print(json.dumps(asyncio.run(result), indent=2))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -12,7 +13,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from listener.playground.embedded import free_port
 from tests.support.database import as_app_user, dsn_for, insert_model
-from tests.support.stack import Stack, running_listener, wait_for_status
+from tests.support.stack import (
+    AI_SERVER_PASSWORD,
+    PARAMETER_PASSWORD,
+    Stack,
+    listener_process,
+    running_listener,
+    wait_for_status,
+)
 
 
 async def readiness(port: int) -> int:
@@ -123,3 +131,23 @@ async def test_metrics_count_what_happened(stack: Stack) -> None:
     ]
     assert samples["listener_uploaded_bytes_total"] == sum(stack.s3.object_info(key)[0] for key in uploaded)
     assert samples["listener_progress_writes_total"] >= 3
+
+
+async def test_secrets_in_urls_never_reach_the_log(stack: Stack, tmp_path: Path) -> None:
+    """A password as a parameter of DATABASE_URL, a login in AI_PYTHON_URL: neither is printed."""
+    database_url = f"{stack.db_url}?password={PARAMETER_PASSWORD}&application_name=x"
+    ai_url = stack.simulator.base_url.replace("http://", f"http://listener:{AI_SERVER_PASSWORD}@")
+    conn = await asyncpg.connect(stack.db_url)
+    log_path = tmp_path / "listener.log"
+    try:
+        async with listener_process(stack, log_path, DATABASE_URL=database_url, AI_PYTHON_URL=ai_url):
+            owner = uuid.uuid4()
+            async with as_app_user(conn, owner):
+                model_id = await insert_model(conn, owner, prompt="a lamp [fail]")
+            rows = await wait_for_status(conn, [model_id])
+    finally:
+        await conn.close()
+    assert rows[model_id]["status"] == "failed"  # it ran: its logs say what a failure says
+    log = log_path.read_text()
+    assert '"event": "listener_starting"' in log and "password=***" in log and "listener:***@" in log
+    assert PARAMETER_PASSWORD not in log and AI_SERVER_PASSWORD not in log

@@ -21,12 +21,12 @@ import pytest
 
 from listener.db import Database
 from listener.errors import ConfigError
-from listener.logs import scrub
 from listener.model import FinishedModel, Results
 from listener.push.fcm import FcmSender
 from listener.push.notifier import PushNotifier
 from listener.push.store import PushStore
 from listener.push.texts import NotificationTexts
+from listener.redact import scrub
 from listener.retry import RetryPolicy
 from listener.service import serve
 from tests.support.database import APP_TEMPLATE, FRESH_TEMPLATE, as_app_user, database_from, insert_model

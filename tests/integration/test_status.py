@@ -152,3 +152,33 @@ async def test_status_unreachable_database_exits_1_with_one_line_and_no_password
     assert len(err.strip().splitlines()) == 1
     assert "cannot reach the database at postgresql://app:***@127.0.0.1" in err
     assert "s3cret-pw" not in err
+
+
+async def test_status_shows_escape_codes_in_names_instead_of_obeying_them(
+    db_url: str, tmp_path: Path
+) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        spoof = "Boat\x1b[2J\x1b[H\nleases per replica: none\r\u202eevil"
+        model_id = await insert(conn, spoof)
+        await lease(conn, model_id, "replica-a\x1b[31m", 40, 30)
+    finally:
+        await conn.close()
+    code, out, _ = await run_status(db_url, cwd=tmp_path)
+    assert code == 0
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out
+    assert r"Boat\x1b[2J\x1b[H\nleases per replica: none\r\u202eevil" in out
+    # No line forged by a model name: the only line that starts so is the real one.
+    assert [line for line in out.splitlines() if line.startswith("leases per replica:")] == [
+        "leases per replica: 1"
+    ]
+    code, out, _ = await run_status(db_url, "--json", cwd=tmp_path)
+    assert json.loads(out)["in_flight"][0]["model_name"] == spoof  # JSON keeps the text exactly
+
+
+async def test_status_hides_a_password_given_as_a_parameter(tmp_path: Path) -> None:
+    url = f"postgresql://app@127.0.0.1:{free_port()}/app?password=s3cret-param&sslmode=disable"
+    code, _, err = await run_status(url, cwd=tmp_path)
+    assert code == 1
+    assert "s3cret-param" not in err
+    assert "password=***" in err

@@ -27,7 +27,10 @@ from tests.support.database import as_app_user, insert_model
 TERMINAL = ("completed", "failed", "cancelled")
 # The test database trusts every connection, so any password works: this one must never be logged.
 DATABASE_PASSWORD = "pw-never-in-a-log"
-SECRETS = (DATABASE_PASSWORD, "local-secret-key")
+# Secrets given the other ways a URL carries them: a libpq parameter, an AI server login.
+PARAMETER_PASSWORD = "param-pw-never-in-a-log"
+AI_SERVER_PASSWORD = "ai-pw-never-in-a-log"
+SECRETS = (DATABASE_PASSWORD, "local-secret-key", PARAMETER_PASSWORD, AI_SERVER_PASSWORD)
 # Retries in tests wait no time; a failure budget is still spent attempt by attempt.
 NO_WAIT = RetryPolicy(deadline_s=30.0, max_attempts=4).scaled(0)
 

@@ -23,7 +23,14 @@ CORE = ("generation", "validation", "progress", "supervisor", "ports", "model")
 SDKS = frozenset({"asyncpg", "aiohttp", "aiobotocore", "botocore", "firebase_admin", "google", "httpx"})
 # Modules the core may use besides its own: plain helpers with no outside system behind them.
 CORE_HELPERS = frozenset(
-    {"listener.errors", "listener.logs", "listener.retry", "listener.metrics", "listener.glb"}
+    {
+        "listener.errors",
+        "listener.logs",
+        "listener.redact",
+        "listener.retry",
+        "listener.metrics",
+        "listener.glb",
+    }
 )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from listener.errors import ConfigError
-from listener.logs import redact_url
+from listener.redact import redact_url
 from listener.settings import SETTINGS_DOCS, environment, load_settings, read_dotenv
 
 BASE = {

@@ -1,0 +1,232 @@
+"""What the database refuses a hostile app user: floods, oversized texts, forged results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from listener.db import Database
+from tests.support.database import as_app_user, insert_model
+
+ADA = uuid.UUID("11111111-1111-1111-1111-111111111111")
+BO = uuid.UUID("22222222-2222-2222-2222-222222222222")
+OWNER = "replica-a:1:abc"
+
+
+@pytest.fixture
+async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(db_url)
+    yield connection
+    await connection.close()
+
+
+async def insert_as(conn: asyncpg.Connection, user: uuid.UUID, **fields: object) -> uuid.UUID:
+    async with as_app_user(conn, user):
+        return await insert_model(conn, user, **fields)  # type: ignore[arg-type]
+
+
+async def fail_as_listener(conn: asyncpg.Connection, model_id: uuid.UUID) -> None:
+    """What the listener does to a row that failed: the job ends, the row says why."""
+    await conn.execute(
+        "UPDATE listener.jobs SET finished_at = now(), outcome = 'failed' WHERE model_id = $1", model_id
+    )
+    await conn.execute(
+        "UPDATE public.ai_generated_models SET status = 'failed', error_message = 'no' WHERE id = $1",
+        model_id,
+    )
+
+
+async def set_limit(conn: asyncpg.Connection, function: str, value: str) -> None:
+    """Replaces a limit as an operator would."""
+    await conn.execute(
+        f"CREATE OR REPLACE FUNCTION listener.{function}(user_id uuid) RETURNS integer "
+        f"LANGUAGE sql STABLE AS $$ SELECT {value} $$"
+    )
+
+
+# -- how much one user may ask ------------------------------------------------------------
+
+
+async def test_a_user_may_have_ten_unfinished_rows_and_the_eleventh_is_refused_by_name(
+    conn: asyncpg.Connection,
+) -> None:
+    ids = [await insert_as(conn, ADA) for _ in range(10)]
+    with pytest.raises(asyncpg.CheckViolationError, match="you already have 10 models waiting"):
+        await insert_as(conn, ADA)
+    await insert_as(conn, BO)  # another user is not held back
+    await fail_as_listener(conn, ids[0])
+    await insert_as(conn, ADA)  # a place came free
+    assert await conn.fetchval("SELECT count(*) FROM listener.jobs WHERE user_id = $1", ADA) == 11
+
+
+async def test_a_retry_counts_towards_the_unfinished_rows(conn: asyncpg.Connection) -> None:
+    await set_limit(conn, "max_unfinished_per_user", "2")
+    first = await insert_as(conn, ADA)
+    await fail_as_listener(conn, first)
+    await insert_as(conn, ADA)
+    await insert_as(conn, ADA)
+    with pytest.raises(asyncpg.CheckViolationError, match="you already have 2 models"):
+        async with as_app_user(conn, ADA):
+            await conn.execute(
+                "UPDATE public.ai_generated_models SET status = 'pending' WHERE id = $1", first
+            )
+
+
+async def test_two_requests_at_once_cannot_both_take_the_last_place(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    await set_limit(conn, "max_unfinished_per_user", "1")
+    other = await asyncpg.connect(db_url)
+    try:
+        first = conn.transaction()
+        await first.start()
+        await conn.execute("SELECT set_config('request.jwt.claims', $1, true)", json.dumps({"sub": str(ADA)}))
+        await conn.execute("SET LOCAL ROLE authenticated")
+        await insert_model(conn, ADA)
+        second = asyncio.create_task(insert_as(other, ADA))
+        await asyncio.sleep(0.2)
+        assert not second.done()  # waits for the first request of the same user
+        await first.commit()
+        with pytest.raises(asyncpg.CheckViolationError, match="you already have 1 models"):
+            await asyncio.wait_for(second, timeout=10)
+    finally:
+        await other.close()
+
+
+async def test_the_daily_limit_counts_deleted_rows_too(conn: asyncpg.Connection) -> None:
+    await set_limit(conn, "max_requests_per_day", "3")
+    for _ in range(3):
+        model_id = await insert_as(conn, ADA)
+        async with as_app_user(conn, ADA):
+            await conn.execute("DELETE FROM public.ai_generated_models WHERE id = $1", model_id)
+    with pytest.raises(asyncpg.CheckViolationError, match="asked for 3 models in the last 24 hours"):
+        await insert_as(conn, ADA)
+    await insert_as(conn, BO)
+
+
+async def test_a_deleted_row_inserted_again_keeps_spending_its_retries(conn: asyncpg.Connection) -> None:
+    model_id = uuid.uuid4()
+    insert = (
+        "INSERT INTO public.ai_generated_models (id, user_id, generation_type, prompt, model_name, "
+        "storage_path, status) VALUES ($1, $2, 'text_to_3d', 'a lamp', 'Lamp', '', 'pending')"
+    )
+    limit = await conn.fetchval("SELECT listener.max_owner_retries()")
+    for _ in range(limit + 1):
+        async with as_app_user(conn, ADA):
+            await conn.execute(insert, model_id, ADA)
+        await fail_as_listener(conn, model_id)
+        async with as_app_user(conn, ADA):
+            await conn.execute("DELETE FROM public.ai_generated_models WHERE id = $1", model_id)
+    with pytest.raises(asyncpg.CheckViolationError, match="already retried 3 times"):
+        async with as_app_user(conn, ADA):
+            await conn.execute(insert, model_id, ADA)
+
+
+async def test_limits_hold_for_any_api_role_but_not_for_the_service_role(conn: asyncpg.Connection) -> None:
+    await set_limit(conn, "max_unfinished_per_user", "1")
+    await conn.execute("CREATE ROLE premium NOLOGIN IN ROLE authenticated")
+    await conn.execute("GRANT premium TO current_user")
+    await insert_as(conn, ADA)
+    with pytest.raises(asyncpg.CheckViolationError, match="you already have 1 models"):
+        async with conn.transaction():
+            claims = json.dumps({"sub": str(ADA), "role": "premium"})
+            await conn.execute("SELECT set_config('request.jwt.claims', $1, true)", claims)
+            await conn.execute("SET LOCAL ROLE premium")
+            await insert_model(conn, ADA)
+    async with conn.transaction():
+        claims = json.dumps({"sub": str(ADA), "role": "service_role"})
+        await conn.execute("SELECT set_config('request.jwt.claims', $1, true)", claims)
+        await conn.execute("SET LOCAL ROLE service_role")
+        await insert_model(conn, ADA)  # the server side is trusted
+
+
+# -- how long a request may be ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("column", "most"),
+    [("prompt", 2000), ("source_image_url", 2048), ("art_style", 50), ("model_name", 200)],
+)
+async def test_texts_longer_than_their_limit_are_refused_by_name(
+    app_db_url: str, column: str, most: int
+) -> None:
+    """On the app's own table, whose text columns have no length of their own."""
+    insert = (
+        "INSERT INTO public.ai_generated_models (user_id, generation_type, prompt, source_image_url, "
+        "art_style, model_name, storage_path, status) "
+        "VALUES ($1, 'text_to_3d', $2, $3, $4, $5, '', 'pending')"
+    )
+    conn = await asyncpg.connect(app_db_url)
+
+    def fields(value: str) -> list[object]:
+        texts = {"prompt": "a lamp", "source_image_url": None, "art_style": None, "model_name": "Lamp"}
+        texts[column] = value
+        return [ADA, *texts.values()]
+
+    try:
+        async with as_app_user(conn, ADA):
+            await conn.execute(insert, *fields("é" * most))  # characters, not bytes, are counted
+        with pytest.raises(asyncpg.CheckViolationError, match=f"{column} is too long: {most + 1} characters"):
+            async with as_app_user(conn, ADA):
+                await conn.execute(insert, *fields("é" * (most + 1)))
+    finally:
+        await conn.close()
+
+
+async def test_a_claim_loads_no_more_of_a_text_than_its_limit(db_url: str, conn: asyncpg.Connection) -> None:
+    """A row written by a trusted role around the limits still reaches the listener cut short."""
+    model_id = await insert_model(conn, ADA, prompt="x" * 5_000_000)
+    async with Database.connect(db_url) as db:
+        (job,) = await db.claim(OWNER, 1, 1, 30)
+    assert job.model_id == model_id
+    assert job.prompt is not None and len(job.prompt) == 2001
+
+
+# -- what is the listener's alone -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("ended_as", ["failed", "cancelled", "completed"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        "status = 'completed'",
+        "download_url = 'https://evil.example/x.glb'",
+        "storage_path = 'someone-else/x.glb'",
+        "thumbnail_url = 'https://evil.example/t.png'",
+        "file_size = 1",
+        "model_dimensions = '{}'::jsonb",
+    ],
+)
+async def test_an_owner_cannot_forge_what_the_listener_produced(
+    conn: asyncpg.Connection, ended_as: str, change: str
+) -> None:
+    model_id = await insert_as(conn, ADA)
+    await conn.execute(
+        "UPDATE listener.jobs SET finished_at = now(), outcome = $2 WHERE model_id = $1", model_id, ended_as
+    )
+    await conn.execute("UPDATE public.ai_generated_models SET status = $2 WHERE id = $1", model_id, ended_as)
+    if change == "status = 'completed'" and ended_as == "completed":
+        return  # setting what is already so changes nothing
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="listener"):
+        async with as_app_user(conn, ADA):
+            await conn.execute(f"UPDATE public.ai_generated_models SET {change} WHERE id = $1", model_id)
+
+
+async def test_an_owner_may_still_change_their_own_columns_of_a_finished_row(
+    conn: asyncpg.Connection,
+) -> None:
+    model_id = await insert_as(conn, ADA)
+    await fail_as_listener(conn, model_id)
+    async with as_app_user(conn, ADA):
+        await conn.execute(
+            "UPDATE public.ai_generated_models SET is_favorite = true, model_name = 'Renamed' WHERE id = $1",
+            model_id,
+        )
+    assert await conn.fetchval(
+        "SELECT model_name FROM public.ai_generated_models WHERE id = $1", model_id
+    ) == ("Renamed")
