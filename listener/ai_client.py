@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
 
-from listener.downloads import download
+from listener.downloads import LeastRate, download
 from listener.errors import PermanentError, TransientError, UnknownTask
 from listener.model import ImageFile, ModelRequest, TaskState
+from listener.redact import capped, for_users
+from listener.settings import origin_of
+from listener.sizes import MIB
+
+log = logging.getLogger(__name__)
 
 SUBMIT_PATH = "/v1/process/modelling"
 # Sent with every request; the AI server requires them. No user id: with one, the server
@@ -23,8 +29,22 @@ _COMMON_FIELDS: dict[str, Any] = {
 }
 _GLB_URL_FIELDS = ("glb_download_url", "download_url", "result_glb_url")
 _THUMBNAIL_URL_FIELDS = ("thumbnail_download_url", "thumbnail_url")
-# Result fields kept in generation_metadata: everything but the one-shot URLs.
-_NOT_KEPT = frozenset({*_GLB_URL_FIELDS, *_THUMBNAIL_URL_FIELDS, "stl_download_url"})
+# The documented result fields kept in generation_metadata, each with the type it must have.
+_KEPT_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "glb_file_size": (int, float),
+    "stl_file_size": (int, float),
+    "dimensions": (dict,),
+}
+# An answer is read whole before it is parsed: no more than this.
+MAX_ANSWER_BYTES = 4 * MIB
+_KEPT_DIMENSIONS_BYTES = 4096
+_MAX_URL_CHARS = 4096
+# What the owner reads when the AI server refuses; its own words go to the log only.
+_REFUSED = {
+    "submitting the request": "The AI server refused the request.",
+    "polling the task": "The AI server refused to report on the generation.",
+}
 
 
 # A submission that may have started a generation is not sent again: it would start a second one.
@@ -47,21 +67,24 @@ def request_fields(request: ModelRequest) -> dict[str, Any]:
 
 
 class AIClient:
-    """HTTP client of the AI server; result files only from its own host or allowed ones."""
+    """HTTP client of the AI server; result files only from its own origin or listed ones."""
 
     def __init__(
         self,
         base_url: str,
         session: aiohttp.ClientSession,
         submit_session: aiohttp.ClientSession | None = None,
-        result_hosts: frozenset[str] = frozenset(),
+        result_origins: frozenset[str] = frozenset(),
+        least_rate: LeastRate | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session
         # Submissions are not retried once they may have reached the server, so they should not
         # ride on a kept-alive connection the server may have closed: give them fresh ones.
         self.submit_session = submit_session or session
-        self.result_hosts = result_hosts | {urlsplit(self.base_url).hostname or ""}
+        # Scheme, host and port, all three: another port of the same host is another server.
+        self.result_origins = result_origins | {origin_of(self.base_url)}
+        self.least_rate = least_rate
 
     async def submit(self, request: ModelRequest, image: ImageFile | None = None) -> str:
         """Starts a generation; returns the task id."""
@@ -109,7 +132,7 @@ class AIClient:
 
     async def fetch(self, url: str, dest: Path, max_bytes: int, *, what: str) -> int:
         """Streams one result file to `dest`; returns its size."""
-        return await download(self.session, url, dest, max_bytes, what=what)
+        return await download(self.session, url, dest, max_bytes, what=what, least_rate=self.least_rate)
 
     def _task_state(self, data: dict[str, Any]) -> TaskState:
         raw = data.get("raw") if isinstance(data.get("raw"), dict) else {}
@@ -117,27 +140,42 @@ class AIClient:
         reason = task_error.get("message") if isinstance(task_error, dict) else None
         dimensions = data.get("dimensions")
         return TaskState(
-            status=str(data.get("status", "")).upper(),
+            status=str(data.get("status", ""))[:32].upper(),
             progress=data.get("progress"),
             glb_url=self._result_url(data, _GLB_URL_FIELDS),
             stl_url=self._result_url(data, ("stl_download_url",)),
             thumbnail_url=self._result_url(data, _THUMBNAIL_URL_FIELDS),
-            dimensions=dimensions if isinstance(dimensions, dict) else None,
-            failure_reason=str(reason) if reason else None,
-            result={k: v for k, v in data.items() if k not in _NOT_KEPT},
+            dimensions=dimensions if _kept(dimensions, (dict,)) else None,
+            # The provider's reason is shown to the owner: short, and without hosts or addresses.
+            failure_reason=(for_users(str(reason)) or None) if reason else None,
+            result={name: data[name] for name, types in _KEPT_FIELDS.items() if _kept(data.get(name), types)},
         )
 
     def _result_url(self, data: dict[str, Any], names: tuple[str, ...]) -> str | None:
-        """The first usable URL among `names`: absolute, or a path joined to the server's URL."""
+        """The first usable URL among `names`: on an allowed origin, or a path joined to the server's URL."""
         for name in names:
             value = data.get(name)
-            if not isinstance(value, str) or not value:
+            if not isinstance(value, str) or not value or len(value) > _MAX_URL_CHARS:
                 continue
             url = urljoin(self.base_url + "/", value) if value.startswith("/") else value
-            parts = urlsplit(url)
-            if parts.scheme in ("http", "https") and parts.hostname in self.result_hosts:
+            if origin_of(url) in self.result_origins:
                 return url
+            log.warning(
+                "result_url_refused", extra={"field": name, "origin": capped(origin_of(url) or "?", 200)}
+            )
         return None
+
+
+def _kept(value: object, types: tuple[type, ...]) -> bool:
+    """True for a value of `types` small enough to keep (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, types):
+        return False
+    if isinstance(value, dict):
+        try:
+            return len(json.dumps(value)) <= _KEPT_DIMENSIONS_BYTES
+        except (TypeError, ValueError):
+            return False
+    return True
 
 
 async def _submit_envelope(response: aiohttp.ClientResponse) -> dict[str, Any]:
@@ -151,13 +189,41 @@ async def _envelope(response: aiohttp.ClientResponse, doing: str) -> dict[str, A
     """The JSON envelope of a 200 answer; errors mapped to Transient or Permanent."""
     if response.status in (408, 429) or response.status >= 500:
         raise TransientError(f"{doing}: the AI server answered HTTP {response.status}")
+    body = await _read_capped(response, doing)
     try:
-        envelope = await response.json(content_type=None)
-    except (ValueError, aiohttp.ContentTypeError) as exc:
+        envelope = json.loads(body)
+    except ValueError as exc:
         raise TransientError(f"{doing}: the AI server answered something that is not JSON") from exc
     if not isinstance(envelope, dict):
         raise TransientError(f"{doing}: the AI server answered an unexpected shape")
     if response.status >= 400 or envelope.get("status") == "error":
-        message = str(envelope.get("error") or f"HTTP {response.status}")
-        raise PermanentError(f"The AI server rejected the request: {message}")
+        # Its words may name its database, hosts or keys: logged (scrubbed, capped), never shown.
+        log.warning(
+            "ai_server_refused",
+            extra={
+                "doing": doing,
+                "http_status": response.status,
+                "detail": capped(str(envelope.get("error"))),
+            },
+        )
+        raise PermanentError(_REFUSED[doing], kind="upstream")
     return envelope
+
+
+async def _read_capped(response: aiohttp.ClientResponse, doing: str) -> bytes:
+    """The whole body, unless it is larger than MAX_ANSWER_BYTES: then PermanentError."""
+    too_large = PermanentError(
+        f"The AI server answered with more than {MAX_ANSWER_BYTES // MIB} MiB while {doing}, "
+        "more than the listener reads.",
+        kind="upstream",
+    )
+    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(256 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -15,6 +15,10 @@
     │   ├── UnknownTask           the AI server answered 500 for a task (ai_client.py)
     │   ├── FileGone              a result file answered 404: served once, then deleted
     │   │                         (downloads.py); generation.py polls again for a fresh URL
+    │   ├── TransferStalled       a file came slower than the least rate (downloads.py);
+    │   │                         asked for again once through a fresh poll
+    │   ├── SpoolUnavailable      the local disk could not take a file (full, failing);
+    │   │                         the row waits and asks for the file again, it does not fail
     │   └── PushUndelivered       some push messages met a retryable error (push/notifier.py)
     └── PermanentError            ends the row as `failed`; its message is the sentence the
                                   owner reads in `error_message` and in the push
@@ -56,6 +60,14 @@ class UnknownTask(TransientError):
 
 class FileGone(TransientError):
     """The server answered 404: a result file it served once and deleted."""
+
+
+class TransferStalled(TransientError):
+    """A transfer moved slower than the least rate over a whole window: abandoned."""
+
+
+class SpoolUnavailable(TransientError):
+    """The spool could not take a file: the disk is full, or failed; the generation is kept."""
 
 
 class PushUndelivered(TransientError):

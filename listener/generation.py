@@ -19,11 +19,11 @@ from listener.errors import (
     TransientError,
     UnknownTask,
 )
-from listener.glb import verify_glb
 from listener.logs import current_model_id
 from listener.model import ClaimedJob, FinishedModel, ImageFile, JobOutcome, Results, TaskState
 from listener.ports import Clients, GenerationSettings, JobStore
 from listener.progress import FETCHED, UPLOADED, ProgressReporter, from_ai_progress
+from listener.results import ResultFiles
 from listener.retry import RetryPolicy
 from listener.validation import SourceImage, ValidRequest, validate
 
@@ -32,9 +32,6 @@ log = logging.getLogger(__name__)
 MAX_SOURCE_IMAGE_BYTES = 20 * 1024 * 1024
 # How long a cancelled row waits for a submission under way to answer and be recorded.
 SUBMIT_GRACE_S = 30.0
-# How often a result file that vanished (served once, then deleted) is asked for again.
-FETCH_ROUNDS = 3
-GLB_TYPE, STL_TYPE, PNG_TYPE = "model/gltf-binary", "application/octet-stream", "image/png"
 
 
 async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSettings) -> JobOutcome:
@@ -60,6 +57,7 @@ async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSetting
         finished = await generation.fail("The listener hit an unexpected error and stopped this generation.")
     finally:
         shutil.rmtree(spool, ignore_errors=True)
+        generation.results.release()
         current_model_id.reset(token)
     if finished is None:
         return JobOutcome("lost")
@@ -93,6 +91,7 @@ class Generation:
         # from the claim while nothing is submitted yet. It bounds every step, hung ones too.
         self.deadline = time.monotonic() + settings.generation_timeout_s - age
         self._timeout: asyncio.Timeout | None = None
+        self.results = ResultFiles(job, clients, settings, spool, self._poll)
 
     async def run(self) -> FinishedModel | None:
         """Takes the row to `completed`; None if it was no longer ours. Failures raise PermanentError."""
@@ -131,7 +130,13 @@ class Generation:
             )
         if state.status == "CANCELED":
             raise PermanentError("The AI server cancelled the generation.", kind="upstream")
-        return await self._store_results(state)
+        self.step = "fetch"
+        fetched = await self.results.fetch_all(state)
+        await self.progress.report(FETCHED, force=True)
+        self.step = "upload"
+        results = await self.results.upload_all(fetched, self.task_id)
+        await self.progress.report(UPLOADED, force=True)
+        return results
 
     async def fail(self, reason: str) -> FinishedModel | None:
         """Marks the row failed with `reason`; None if the job was no longer ours."""
@@ -264,77 +269,6 @@ class Generation:
                 raise LeaseLost
         self.poll_failures = failures
         return state
-
-    # -- results --------------------------------------------------------------------------
-
-    async def _store_results(self, state: TaskState) -> Results:
-        self.step = "fetch"
-        glb, state = await self._fetch(state, "glb", required=True)
-        assert glb is not None
-        verify_glb(glb)
-        stl, state = await self._fetch(state, "stl", required=False)
-        thumbnail, state = await self._fetch(state, "thumbnail", required=False)
-        await self.progress.report(FETCHED, force=True)
-        self.step = "upload"
-
-        base = f"{self.job.user_id}/generated-models/{self.job.model_id}"
-        glb_path = f"{base}.glb"
-        size = await self._upload(glb_path, glb, GLB_TYPE)
-        stl_path = f"{base}.stl" if stl else None
-        if stl and stl_path:
-            await self._upload(stl_path, stl, STL_TYPE)
-        thumbnail_path = f"{self.job.user_id}/thumbnails/{self.job.model_id}.png" if thumbnail else None
-        if thumbnail and thumbnail_path:
-            await self._upload(thumbnail_path, thumbnail, PNG_TYPE)
-        await self.progress.report(UPLOADED, force=True)
-        return Results(
-            storage_path=glb_path,
-            download_url=self.clients.storage.public_url(glb_path),
-            file_size=size,
-            stl_storage_path=stl_path,
-            stl_download_url=self.clients.storage.public_url(stl_path) if stl_path else None,
-            thumbnail_url=self.clients.storage.public_url(thumbnail_path) if thumbnail_path else None,
-            model_dimensions=state.dimensions,
-            generation_metadata={"ai_task_id": self.task_id, "ai_result": state.result},
-        )
-
-    async def _fetch(self, state: TaskState, kind: str, *, required: bool) -> tuple[Path | None, TaskState]:
-        """Spools one result file; a file already gone is recovered by polling the task again."""
-        what = {"glb": "GLB model", "stl": "STL file", "thumbnail": "thumbnail"}[kind]
-        dest = self._spooled(f"result.{kind}")
-        for _ in range(FETCH_ROUNDS):
-            url = getattr(state, f"{kind}_url")
-            if url is None:
-                if required:
-                    raise PermanentError(
-                        f"The AI server finished but offered no {what} the listener may fetch."
-                    )
-                return None, state
-            try:
-                await self.clients.ai.fetch(url, dest, self.settings.max_file_bytes, what=what)
-                return dest, state
-            except TransientError as exc:
-                log.warning("result_fetch_failed", extra={"kind": kind, "error": str(exc)})
-                gone = exc
-            state = await self._poll()
-            if state.status != "SUCCEEDED":
-                raise PermanentError(f"The AI server lost the finished model (status {state.status}).")
-        if not required:
-            return None, state
-        detail = "it was gone" if isinstance(gone, FileGone) else str(gone)
-        raise PermanentError(f"The {what} could not be fetched from the AI server ({detail}).")
-
-    async def _upload(self, path: str, local: Path, content_type: str) -> int:
-        try:
-            size = await self.settings.retry.call(
-                lambda: self.clients.storage.upload_file(path, local, content_type)
-            )
-        except TransientError as exc:
-            raise PermanentError(
-                f"Storage kept failing the upload; the last answer was: {_clause(exc)}."
-            ) from exc
-        self.clients.metrics.bytes_uploaded.inc(size)
-        return size
 
     def _spooled(self, name: str) -> Path:
         """A path in the row's spool folder, made on first use (most of a row's life needs none)."""

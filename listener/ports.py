@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from listener.metrics import Metrics
 from listener.model import ClaimedJob, FinishedModel, ImageFile, ModelRequest, Results, TaskState
 from listener.retry import RetryPolicy
+from listener.spool import SpoolBudget
 
 
 class JobStore(Protocol):
@@ -142,3 +143,5 @@ class Clients:
     storage: ObjectStore
     fetch_url: UrlFetcher
     metrics: Metrics
+    # Shared by every row of the replica: the spool's room for result files.
+    spool: SpoolBudget = field(default_factory=SpoolBudget)

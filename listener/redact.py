@@ -24,9 +24,10 @@ _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I)
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(\.[\w-]+)+\b")
 _IPV4 = re.compile(r"\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b")
 _IPV6 = re.compile(r"\b([0-9a-f]{0,4}:){2,7}[0-9a-f]{0,4}\b", re.I)
-_HOSTNAME = re.compile(
-    r"\b([a-z0-9-]+\.)+(com|net|org|io|internal|local|cloud|dev|ai|co|kr|app|svc|lan)\b(:\d+)?", re.I
-)
+# Any dotted name that ends in letters (a host, though a file name may be hidden too), and
+# any name with a port.
+_HOSTNAME = re.compile(r"\b([a-z0-9-]+\.)+[a-z]{2,24}\b(:\d+)?", re.I)
+_HOST_PORT = re.compile(r"\b[\w.-]+:\d{2,5}\b")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
 
 _secrets: set[str] = set()
@@ -72,7 +73,7 @@ def redact_url(url: str) -> str:
 def for_users(text: str, max_chars: int = 300) -> str:
     """Another system's message made fit for a person: no hosts or addresses, one line, short."""
     text = scrub(text)
-    for pattern in (_URL, _EMAIL, _IPV4, _IPV6, _HOSTNAME):
+    for pattern in (_URL, _EMAIL, _IPV4, _IPV6, _HOSTNAME, _HOST_PORT):
         text = pattern.sub("[hidden]", text)
     text = " ".join(_CONTROL.sub(" ", text).split())
     if len(text) > max_chars:

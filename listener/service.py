@@ -30,6 +30,7 @@ from listener.push.store import PushStore
 from listener.redact import redact_url
 from listener.retry import RetryPolicy
 from listener.settings import Settings
+from listener.spool import SpoolBudget
 from listener.storage import Storage
 from listener.supervisor import Supervisor, SupervisorSettings
 
@@ -141,10 +142,11 @@ async def serve(
                 notifier = push
             clients = Clients(
                 db=db,
-                ai=AIClient(settings.ai_url, http, submit_http),
+                ai=AIClient(settings.ai_url, http, submit_http, result_origins=settings.result_origins),
                 storage=storage,
                 fetch_url=functools.partial(_fetch_source, http),
                 metrics=metrics,
+                spool=SpoolBudget(settings.spool_max_bytes),
             )
             supervisor = Supervisor(
                 db,

@@ -44,12 +44,20 @@ SETTINGS_DOCS = (
     SettingDoc("LISTENER_GENERATION_TIMEOUT", "1800", "seconds from submission before the row fails"),
     SettingDoc("LISTENER_LEASE_SECONDS", "60", "how long a claim lasts unless renewed"),
     SettingDoc("LISTENER_SOURCE_HOSTS", "empty", "comma-separated hosts source images may be fetched from"),
+    SettingDoc(
+        "LISTENER_RESULT_ORIGINS",
+        "empty",
+        "comma-separated https://host[:port] result files may come from, besides the AI server's own",
+    ),
     SettingDoc("LISTENER_HTTP_HOST", "0.0.0.0", "address of /healthz, /readyz, /metrics"),
     SettingDoc("LISTENER_HTTP_PORT", "8080", "their port"),
     SettingDoc("LISTENER_LOG_FORMAT", "json", "json (one object per line) or text"),
     SettingDoc("LISTENER_PROGRESS_INTERVAL", "2", "least seconds between progress writes of a row"),
     SettingDoc("LISTENER_MAX_FILE_BYTES", "1073741824", "largest result file accepted"),
     SettingDoc("LISTENER_SPOOL_DIR", "/tmp/listener-spool", "where results wait between fetch and upload"),
+    SettingDoc(
+        "LISTENER_SPOOL_MAX_BYTES", "8589934592", "most bytes all rows in flight may hold in the spool"
+    ),
     SettingDoc(
         "LISTENER_PUSH_*",
         "the app's texts",
@@ -97,6 +105,21 @@ class Settings:
     progress_interval_s: float
     max_file_bytes: int
     spool_dir: Path
+    result_origins: frozenset[str] = frozenset()
+    spool_max_bytes: int = 8 * 1024**3
+
+
+def origin_of(url: str) -> str | None:
+    """`scheme://host:port` of an http(s) URL, the port always written; None for anything else."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    default_port = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{parts.hostname}:{port or default_port}"
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -186,6 +209,20 @@ class _Reader:
             self._problem(f"{name} must be a {' or '.join(schemes)} URL, got {redact_url(value)!r}")
         return value
 
+    def origins(self, name: str) -> frozenset[str]:
+        found: set[str] = set()
+        for item in self.text(name, "").split(","):
+            if not item.strip():
+                continue
+            origin = origin_of(item.strip())
+            if origin is None or urlsplit(item.strip()).path.strip("/"):
+                self._problem(
+                    f"{name} must list origins such as https://cdn.example:443, got {item.strip()!r}"
+                )
+            else:
+                found.add(origin)
+        return frozenset(found)
+
     def file(self, name: str) -> Path | None:
         value = self.optional(name)
         if value is not None and not Path(value).is_file():
@@ -242,6 +279,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         progress_interval_s=read.positive_float("LISTENER_PROGRESS_INTERVAL", 2.0),
         max_file_bytes=read.positive_int("LISTENER_MAX_FILE_BYTES", 1024 * 1024 * 1024),
         spool_dir=Path(read.text("LISTENER_SPOOL_DIR", "/tmp/listener-spool")),
+        result_origins=read.origins("LISTENER_RESULT_ORIGINS"),
+        spool_max_bytes=read.positive_int("LISTENER_SPOOL_MAX_BYTES", 8 * 1024**3),
     )
     read.check()
     return settings

@@ -269,6 +269,9 @@ class FakeModelServer:
         self.fetches: list[str] = []
         self.gone: set[str] = set()  # URLs that answer 404
         self.files: dict[str, bytes] = {}  # URL -> content; any other URL serves GLB
+        self.fetch_errors: list[BaseException] = []  # raised by the next fetches, one each
+        self.fetch_gate: asyncio.Event | None = None  # when set, fetch waits for it
+        self.fetch_started = asyncio.Event()
 
     @property
     def submit_count(self) -> int:
@@ -298,8 +301,13 @@ class FakeModelServer:
 
     async def fetch(self, url: str, dest: Path, max_bytes: int, *, what: str) -> int:
         self.fetches.append(url)
+        self.fetch_started.set()
         if "fetch" in self.hang:
             await hang()
+        if self.fetch_gate is not None:
+            await self.fetch_gate.wait()
+        if self.fetch_errors:
+            raise self.fetch_errors.pop(0)
         if url in self.gone:
             raise FileGone(f"{what} is no longer on the server (404)")
         return _write_file(dest, self.files.get(url, GLB))

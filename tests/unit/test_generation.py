@@ -17,6 +17,7 @@ from listener.progress import ProgressReporter
 from tests.unit import fakes
 from tests.unit.fakes import GLB, GLB_URL, OWNER, TASK_ID, claimed_job, in_progress, succeeded
 
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 SAFETY_S = 2.0  # a safety net against a hung test, never the assertion
 UNEXPECTED = "The listener hit an unexpected error and stopped this generation."
 
@@ -93,14 +94,14 @@ async def test_a_text_to_3d_row_completes_with_its_model_uploaded_under_the_owne
 
 async def test_an_stl_and_a_thumbnail_are_uploaded_beside_the_model(world: World) -> None:
     world.ai.polls = [succeeded(stl_url="https://ai.example/m.stl", thumbnail_url="https://ai.example/t.png")]
-    world.ai.files = {"https://ai.example/m.stl": b"solid", "https://ai.example/t.png": b"png"}
+    world.ai.files = {"https://ai.example/m.stl": b"solid", "https://ai.example/t.png": PNG}
     await world.run()
     base, user = world.job.model_id, world.job.user_id
     assert world.storage.uploads[f"{user}/generated-models/{base}.stl"] == (
         b"solid",
         "application/octet-stream",
     )
-    assert world.storage.uploads[f"{user}/thumbnails/{base}.png"] == (b"png", "image/png")
+    assert world.storage.uploads[f"{user}/thumbnails/{base}.png"] == (PNG, "image/png")
     assert world.row.results is not None
     assert world.row.results.stl_storage_path == f"{user}/generated-models/{base}.stl"
 

@@ -18,7 +18,7 @@ import listener
 from listener.errors import ListenerError
 
 PACKAGE = Path(listener.__file__).parent
-CORE = ("generation", "validation", "progress", "supervisor", "ports", "model")
+CORE = ("generation", "results", "validation", "progress", "supervisor", "ports", "model", "spool", "images")
 # Outside systems' SDKs and clients: only adapters import them.
 SDKS = frozenset({"asyncpg", "aiohttp", "aiobotocore", "botocore", "firebase_admin", "google", "httpx"})
 # Modules the core may use besides its own: plain helpers with no outside system behind them.
@@ -30,6 +30,7 @@ CORE_HELPERS = frozenset(
         "listener.retry",
         "listener.metrics",
         "listener.glb",
+        "listener.sizes",
     }
 )
 
