@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -16,6 +18,7 @@ from listener.model import ClaimedJob, FinishedModel, Results
 from listener.queries import query
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # What a lost or restarting database raises; the statement is worth trying again.
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -29,6 +32,8 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,  # a lock_timeout the role runs with
+    asyncpg.QueryCanceledError,  # a statement_timeout the role runs with
 )
 
 
@@ -56,11 +61,56 @@ def _finished(row: asyncpg.Record | None) -> FinishedModel | None:
     return FinishedModel(row["id"], row["user_id"], row["model_name"], row["status"], row["error_message"])
 
 
+class ConnectionBudget:
+    """How many connections the pool may hold: less than asked when the server refuses more.
+
+    A connection refused (too many for the role, a pooler's pool full) lowers the budget to
+    the connections that work, and callers queue for those instead of asking the server
+    again; the budget grows back by one every GROW_AFTER_S.
+    """
+
+    GROW_AFTER_S = 30.0
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.allowed = most
+        self.in_use = 0
+        self._grow_at = 0.0
+        self._changed = asyncio.Condition()
+
+    def _room(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        if self.allowed < self.most and now >= self._grow_at:
+            self.allowed += 1
+            self._grow_at = now + self.GROW_AFTER_S
+        return self.in_use < self.allowed
+
+    async def take(self) -> None:
+        """Waits for room in the budget and takes one connection's worth."""
+        async with self._changed:
+            await self._changed.wait_for(self._room)
+            self.in_use += 1
+
+    async def give_back(self, *, refused: bool = False) -> bool:
+        """Gives one back; after a refusal, shrinks to what works. False when nothing works."""
+        async with self._changed:
+            self.in_use -= 1
+            if refused:
+                if self.in_use == 0:
+                    return False
+                self.allowed = self.in_use
+                self._grow_at = asyncio.get_running_loop().time() + self.GROW_AFTER_S
+                log.warning("database_connections_refused", extra={"connections_that_work": self.allowed})
+            self._changed.notify_all()
+            return True
+
+
 class Postgres:
     """A pool that runs the named statements of queries.sql, its errors mapped to the project's."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, max_size: int = 10) -> None:
         self.pool = pool
+        self.budget = ConnectionBudget(max_size)
 
     @classmethod
     @asynccontextmanager
@@ -68,19 +118,36 @@ class Postgres:
         """Opens a pool for the duration of the block."""
         try:
             pool = await asyncpg.create_pool(min_size=0, max_size=max_size, **connect_kwargs(database_url))
-        except _CONNECTION_ERRORS as exc:
+        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
             raise DatabaseUnavailable(f"cannot connect to the database: {type(exc).__name__}") from exc
         try:
-            yield cls(pool)
+            yield cls(pool, max_size)
         finally:
             await pool.close()
 
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        conn = await self._acquire()
         try:
-            async with self.pool.acquire() as conn:
-                return await work(conn)
+            return await work(conn)
         except _CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"database call failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            await self.pool.release(conn)
+            await self.budget.give_back()
+
+    async def _acquire(self) -> asyncpg.Connection:
+        """A connection of the pool; a refused one means waiting for one that works."""
+        while True:
+            await self.budget.take()
+            try:
+                return await self.pool.acquire()
+            except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
+                # Any refusal to connect means the database is unavailable for now, whatever its
+                # code: too many connections, a pooler's "max clients reached" (XX000), a restart.
+                if not await self.budget.give_back(refused=True):
+                    raise DatabaseUnavailable(
+                        f"cannot get a database connection: {type(exc).__name__}: {exc}"
+                    ) from exc
 
     async def fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
         """Every row the statement `name` returns."""

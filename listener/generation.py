@@ -284,8 +284,8 @@ class Generation:
         # Progress is a courtesy: a write that cannot be made is skipped, the next one catches up.
         try:
             written = await self.clients.db.write_progress(self.job.model_id, self.settings.owner, value)
-        except DatabaseUnavailable as exc:
-            log.warning("progress_not_written", extra={"error": str(exc)})
+        except Exception as exc:  # whatever it was, progress never fails a row
+            log.warning("progress_not_written", extra={"error": f"{type(exc).__name__}: {exc}"})
             return
         if written:
             self.clients.metrics.progress_writes.inc()
