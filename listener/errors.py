@@ -4,6 +4,8 @@
     ├── ConfigError               a setting is missing or malformed (settings.py, push/texts.py);
     │                             the command line prints it and exits 2
     ├── StatusUnavailable         `listener status` could not ask the database (status.py)
+    ├── MigrationBlocked          `listener migrate` could not get its locks: sessions of the
+    │                             app hold them (migrate.py); the message names them
     ├── LeaseLost                 the row is no longer this replica's: cancelled, deleted or taken
     │                             over (raised by generation.py when a write finds the job gone);
     │                             the row's coroutine stops without writing
@@ -40,6 +42,10 @@ class ConfigError(ListenerError):
 
 class StatusUnavailable(ListenerError):
     """The database could not be asked for the status; the message is one line, safe to print."""
+
+
+class MigrationBlocked(ListenerError):
+    """A migration could not get its locks in time; the message names the sessions that hold them."""
 
 
 class LeaseLost(ListenerError):

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
 
+from listener.errors import MigrationBlocked
 from listener.queries import query
 
 log = logging.getLogger(__name__)
+
+# How long one migration waits for a lock before it lets the app's queries through and
+# tries again; and how many times it tries.
+LOCK_TIMEOUT_S = 3.0
+LOCK_ATTEMPTS = 5
+BACKOFF_MAX_S = 8.0
+_PREVIOUSLY = re.compile(r"^-- previously: ([0-9a-f]{64})$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -25,6 +35,11 @@ class Migration:
     def checksum(self) -> str:
         """A digest of the text, to notice a migration edited after it was applied."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def known_checksums(self) -> frozenset[str]:
+        """This text's digest and those of earlier texts with the same effect (`-- previously: <sha256>`)."""
+        return frozenset({self.checksum, *_PREVIOUSLY.findall(self.sql)})
 
 
 def migrations_dir() -> Path:
@@ -45,23 +60,85 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
     ]
 
 
-async def migrate(conn: asyncpg.Connection) -> list[str]:
-    """Applies what is not applied yet; returns the versions it applied (none the second time)."""
+async def migrate(
+    conn: asyncpg.Connection,
+    *,
+    migrations: list[Migration] | None = None,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+    attempts: int = LOCK_ATTEMPTS,
+) -> list[str]:
+    """Applies what is not applied yet; returns the versions it applied (none the second time).
+
+    Each migration waits at most `lock_timeout_s` for the locks it needs, so that the app's
+    queries never queue long behind it; it is tried again with backoff, `attempts` times in
+    all, then MigrationBlocked names the sessions in the way.
+    """
     applied_now: list[str] = []
     await conn.execute(query("migrations_lock"))
     try:
         await conn.execute(query("migrations_bootstrap"))
         applied = {r["version"]: r["checksum"] for r in await conn.fetch(query("migrations_applied"))}
-        for migration in load_migrations():
+        for migration in load_migrations() if migrations is None else migrations:
             if migration.version in applied:
-                if applied[migration.version] != migration.checksum:
+                if applied[migration.version] not in migration.known_checksums:
                     log.warning("migration_changed_after_apply", extra={"version": migration.version})
                 continue
-            async with conn.transaction():
-                await conn.execute(migration.sql)
-                await conn.execute(query("migrations_record"), migration.version, migration.checksum)
+            await _apply(conn, migration, lock_timeout_s, attempts)
             log.info("migration_applied", extra={"version": migration.version})
             applied_now.append(migration.version)
     finally:
         await conn.execute(query("migrations_unlock"))
     return applied_now
+
+
+async def pending(conn: asyncpg.Connection) -> list[Migration]:
+    """The migrations this database has not applied yet (all of them on a new database)."""
+    applied = set()
+    if await conn.fetchval(query("migrations_table_exists")):
+        applied = {r["version"] for r in await conn.fetch(query("migrations_applied"))}
+    return [migration for migration in load_migrations() if migration.version not in applied]
+
+
+async def _apply(
+    conn: asyncpg.Connection, migration: Migration, lock_timeout_s: float, attempts: int
+) -> None:
+    for attempt in range(1, attempts + 1):
+        try:
+            async with conn.transaction():
+                await conn.execute(query("migrations_lock_timeout"), f"{int(lock_timeout_s * 1000)}ms")
+                await conn.execute(migration.sql)
+                await conn.execute(query("migrations_record"), migration.version, migration.checksum)
+            return
+        except asyncpg.LockNotAvailableError:
+            holders = [dict(r) for r in await conn.fetch(query("migrations_lock_holders"))]
+            if attempt == attempts:
+                raise MigrationBlocked(_blocked_message(migration.version, holders, lock_timeout_s)) from None
+            wait_s = min(BACKOFF_MAX_S, 2 ** (attempt - 1))
+            log.warning(
+                "migration_waiting_for_lock",
+                extra={
+                    "version": migration.version,
+                    "attempt": attempt,
+                    "retry_in_s": wait_s,
+                    "holders": holders,
+                },
+            )
+            await asyncio.sleep(wait_s)
+
+
+def _blocked_message(version: str, holders: list[dict[str, object]], lock_timeout_s: float) -> str:
+    lines = [
+        f"migration {version} could not get its locks within {lock_timeout_s:g} s, several times; "
+        "these sessions hold locks on the app's or the listener's tables:"
+    ]
+    for holder in holders or [{"pid": "?", "application_name": "?", "state": "?", "age_s": None}]:
+        age = holder.get("age_s")
+        age_text = f"{age:.0f} s" if isinstance(age, float) else "?"
+        lines.append(
+            f"  pid {holder['pid']}  {holder['application_name'] or '(no application name)'}  "
+            f"{holder['state']}  for {age_text}"
+        )
+    lines.append(
+        "end or commit them (SELECT pg_terminate_backend(pid) if they are stuck), then run migrate again"
+    )
+    return "\n".join(lines)

@@ -21,6 +21,27 @@ SELECT version, checksum FROM listener.schema_migrations ORDER BY version;
 -- name: migrations_record
 INSERT INTO listener.schema_migrations (version, checksum) VALUES ($1, $2);
 
+-- name: migrations_table_exists
+SELECT to_regclass('listener.schema_migrations') IS NOT NULL;
+
+-- name: migrations_lock_timeout
+-- $1 e.g. '3000ms': how long a migration waits for a lock, for this transaction only.
+SELECT set_config('lock_timeout', $1, true);
+
+-- name: migrations_lock_holders
+-- The sessions holding locks on tables of the app or the listener: what a migrate that could
+-- not get its locks names.
+SELECT DISTINCT a.pid, a.application_name, a.state,
+       extract(epoch FROM now() - coalesce(a.xact_start, a.backend_start))::float8 AS age_s
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.pid <> pg_backend_pid()
+  AND l.relation IN (
+      SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname IN ('public', 'listener')
+  )
+ORDER BY age_s DESC
+LIMIT 10;
+
 -- name: ping
 -- Whether the database answers at all (readiness, and the wait at start).
 SELECT 1;

@@ -1,6 +1,13 @@
 -- Make public.ai_generated_models ready for the listener, in place: new columns, the
 -- statuses `pending` and `cancelled`, and Realtime. Existing rows, their values and the
 -- foreign keys other tables hold to this table are untouched.
+--
+-- The table is live: its CHECK constraints are added NOT VALID (no scan of the rows under
+-- the ACCESS EXCLUSIVE lock the ALTER takes, so the app waits for an instant only) and
+-- validated by 0012_validate_checks.sql, under a lock that lets reads and writes go on.
+-- An earlier text of this file added them valid at once; databases that applied it
+-- recorded this checksum, and have nothing to redo:
+-- previously: f0ebb8c94c2c3a4d80e70ac29ec832f6bbe01afb7719f8ea34efff4541f6fb34
 
 ALTER TABLE public.ai_generated_models
     ADD COLUMN IF NOT EXISTS progress integer NOT NULL DEFAULT 0,
@@ -18,7 +25,7 @@ BEGIN
           AND conname = 'ai_generated_models_progress_range'
     ) THEN
         ALTER TABLE public.ai_generated_models
-            ADD CONSTRAINT ai_generated_models_progress_range CHECK (progress BETWEEN 0 AND 100);
+            ADD CONSTRAINT ai_generated_models_progress_range CHECK (progress BETWEEN 0 AND 100) NOT VALID;
     END IF;
 
     -- Replace whatever CHECK constrains `status` alone with one that knows every status.
@@ -37,7 +44,7 @@ BEGIN
 
     ALTER TABLE public.ai_generated_models DROP CONSTRAINT IF EXISTS ai_generated_models_status_check;
     ALTER TABLE public.ai_generated_models ADD CONSTRAINT ai_generated_models_status_check
-        CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'archived', 'cancelled'));
+        CHECK (status IN ('pending', 'processing', 'completed', 'failed', 'archived', 'cancelled')) NOT VALID;
 
     -- Supabase Realtime streams the changes of the tables in this publication.
     IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime' AND NOT puballtables)
