@@ -167,8 +167,6 @@ class FcmSender:
         self._app_name = f"listener-{uuid.uuid4().hex}"
         self._live: _Live | None = None
         self._live_lock = asyncio.Lock()
-        # INVALID_ARGUMENT means a bad token only once FCM has accepted a payload of ours.
-        self._payload_known_good = False
 
     @classmethod
     def from_credentials(
@@ -226,6 +224,15 @@ class FcmSender:
         if not batch:
             return []
         try:
+            return await self._send_batch_or_raise(batch)
+        except Exception as exc:
+            # firebase-admin's internals moved, or it broke in a way not foreseen: the setup's
+            # fault, never a token's; told once as a configuration error, nothing deactivated.
+            detail = f"{type(exc).__name__}: {exc}"
+            return [SendResult(m.token, SendOutcome.CONFIG_ERROR, "SDK", detail) for m in batch]
+
+    async def _send_batch_or_raise(self, batch: Sequence[PushMessage]) -> list[SendResult]:
+        try:
             live = await self._ensure_live()
         except ConfigError as exc:
             return [SendResult(m.token, SendOutcome.CONFIG_ERROR, "SDK", str(exc)) for m in batch]
@@ -242,28 +249,32 @@ class FcmSender:
             if isinstance(cause, google.auth.exceptions.GoogleAuthError):
                 return [self._auth_failure(m.token, cause) for m in batch]
             return [SendResult(m.token, SendOutcome.RETRYABLE, exc.code, str(exc)) for m in batch]
-        if any(r.success for r in response.responses):
-            self._payload_known_good = True
         return [self._result(m.token, r) for m, r in zip(batch, response.responses, strict=True)]
 
-    def _result(self, token: str, response: messaging.SendResponse) -> SendResult:
+    @staticmethod
+    def _result(token: str, response: messaging.SendResponse) -> SendResult:
         if response.success:
             return SendResult(token, SendOutcome.DELIVERED)
         exc = response.exception
         code = getattr(exc, "code", None)
         detail = str(exc)
+        # What concerns this token alone: it is dead, deactivate it (and nothing else).
         if isinstance(exc, messaging.UnregisteredError):
             return SendResult(token, SendOutcome.DEAD_TOKEN, "UNREGISTERED", detail)
+        if isinstance(exc, messaging.SenderIdMismatchError):
+            return SendResult(token, SendOutcome.DEAD_TOKEN, "SENDER_ID_MISMATCH", detail)
         if code == exceptions.INVALID_ARGUMENT:
-            outcome = SendOutcome.DEAD_TOKEN if self._payload_known_good else SendOutcome.CONFIG_ERROR
-            return SendResult(token, outcome, code, detail)
+            # FCM says which argument: the token ("not a valid FCM registration token"), or
+            # a part of the payload, which is ours to fix and no token's fault.
+            bad_token = "registration token" in detail.lower()
+            return SendResult(
+                token, SendOutcome.DEAD_TOKEN if bad_token else SendOutcome.CONFIG_ERROR, code, detail
+            )
         if isinstance(exc, messaging.QuotaExceededError):
             return SendResult(token, SendOutcome.RETRYABLE, "QUOTA_EXCEEDED", detail)
         if code in _RETRYABLE_CODES:
             return SendResult(token, SendOutcome.RETRYABLE, code, detail)
-        if isinstance(exc, messaging.SenderIdMismatchError):
-            code = "SENDER_ID_MISMATCH"
-        elif isinstance(exc, messaging.ThirdPartyAuthError):
+        if isinstance(exc, messaging.ThirdPartyAuthError):
             code = "THIRD_PARTY_AUTH_ERROR"
         return SendResult(token, SendOutcome.CONFIG_ERROR, code, detail)
 

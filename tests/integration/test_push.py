@@ -339,7 +339,7 @@ async def test_quota_and_internal_errors_are_retried_too(
 async def test_sender_errors_are_logged_loudly_once_and_the_row_stays_completed(
     conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fcm.always = (403, "SENDER_ID_MISMATCH")
+    fcm.always = (403, None, "The caller does not have permission")  # the project's setup, not a token
     user = await add_user(conn, ["token-1", "token-2"])
     notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
     rows = [await finish_row(conn, db, user, model_name=name) for name in ("A", "B")]
@@ -348,7 +348,7 @@ async def test_sender_errors_are_logged_loudly_once_and_the_row_stays_completed(
 
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage() for r in errors] == ["push_config_error"]
-    assert errors[0].code == "SENDER_ID_MISMATCH"  # type: ignore[attr-defined]
+    assert errors[0].code == "PERMISSION_DENIED"  # type: ignore[attr-defined]
     assert len(fcm.requests) == 4  # not retried
     for finished in rows:
         assert (await job(conn, finished.model_id))["push_result"] == "config_error"
@@ -374,29 +374,35 @@ async def test_an_access_token_revoked_early_is_refreshed_once(
     assert len(fcm.delivered) == 6
 
 
-async def test_invalid_argument_deactivates_a_token_once_a_payload_is_known_good(
+async def test_a_token_fcm_calls_malformed_or_foreign_is_deactivated_at_once_and_alone(
     conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
 ) -> None:
-    fcm.invalid = {"token-bad"}
-    lonely = await add_user(conn, ["token-bad"])
-    # Before FCM ever accepted a payload of ours, a 400 might be our payload's fault: keep the token.
+    """Per-token errors concern that token only, from the first push of the process on."""
+    fcm.invalid, fcm.mismatched = {"token-bad"}, {"token-foreign"}
+    user = await add_user(conn, ["token-bad", "token-foreign", "token-good"])
     await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(
-        await finish_row(conn, db, lonely)
+        await finish_row(conn, db, user)
     )
-    assert await conn.fetchval(
-        "SELECT is_active FROM public.user_device_tokens WHERE device_token = 'token-bad'"
+    active = await conn.fetch(
+        "SELECT device_token, is_active FROM public.user_device_tokens ORDER BY device_token"
     )
+    assert [(r["device_token"], r["is_active"]) for r in active] == [
+        ("token-bad", False),
+        ("token-foreign", False),
+        ("token-good", True),
+    ]
+    assert len(fcm.delivered) == 1
 
-    other = await add_user(conn, ["token-good"])
-    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(
-        await finish_row(conn, db, other)
-    )
-    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(
-        await finish_row(conn, db, lonely)
-    )
-    assert not await conn.fetchval(
-        "SELECT is_active FROM public.user_device_tokens WHERE device_token = 'token-bad'"
-    )
+
+async def test_a_payload_fcm_refuses_deactivates_no_token(
+    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
+) -> None:
+    fcm.always = (400, "INVALID_ARGUMENT", "Invalid value at 'message.data[0].value'")
+    user = await add_user(conn, ["token-1", "token-2"])
+    finished = await finish_row(conn, db, user)
+    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(finished)
+    assert await conn.fetchval("SELECT count(*) FROM public.user_device_tokens WHERE is_active") == 2
+    assert (await job(conn, finished.model_id))["push_result"] == "config_error"
 
 
 async def test_fcm_down_for_good_rows_complete_and_are_pushed_when_it_returns(
@@ -623,3 +629,31 @@ async def test_a_bad_credentials_file_is_a_config_error(tmp_path: Path) -> None:
         FcmSender.from_credentials(path, None)
     with pytest.raises(ConfigError, match="readable"):
         FcmSender.from_credentials(tmp_path / "missing.json", None)
+
+
+async def test_a_firebase_admin_that_breaks_inside_is_a_configuration_error_told_once(
+    conn: asyncpg.Connection,
+    db: Database,
+    fcm: FakeFcm,
+    sender: FcmSender,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A release of firebase-admin that moved its internals: no crash, no token lost, one loud line."""
+    from firebase_admin import messaging
+
+    async def moved(*_: object, **__: object) -> None:
+        raise TypeError("send_each_async() got an unexpected keyword argument 'app'")
+
+    monkeypatch.setattr(messaging, "send_each_async", moved)
+    user = await add_user(conn, ["token-1"])
+    notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
+    rows = [await finish_row(conn, db, user, model_name=name) for name in ("A", "B")]
+    for finished in rows:
+        await notifier.model_finished(finished)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.getMessage(), r.code) for r in errors] == [("push_config_error", "SDK")]  # type: ignore[attr-defined]
+    assert [(await job(conn, f.model_id))["push_result"] for f in rows] == ["config_error", "config_error"]
+    assert await conn.fetchval(
+        "SELECT is_active FROM public.user_device_tokens WHERE device_token = 'token-1'"
+    )

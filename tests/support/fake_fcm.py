@@ -74,15 +74,17 @@ def fcm_error(status: int, fcm_code: str | None = None, message: str = "error") 
 class FakeFcm:
     """FCM's messages:send and the OAuth token endpoint; behaviour set per test."""
 
-    # Tokens FCM no longer knows (404 UNREGISTERED), and tokens it calls malformed (400).
+    # Tokens FCM no longer knows (404 UNREGISTERED), tokens it calls malformed (400), and
+    # tokens of another Firebase project (403 SENDER_ID_MISMATCH).
     unregistered: set[str] = field(default_factory=set)
     invalid: set[str] = field(default_factory=set)
+    mismatched: set[str] = field(default_factory=set)
     # Statuses to answer the next message requests with, whatever their token (then 200).
     fail_next: list[int] = field(default_factory=list)
     # Every message request answers 503 while True.
     down: bool = False
-    # Every message request answers this FCM error (e.g. 403 SENDER_ID_MISMATCH) while set.
-    always: tuple[int, str] | None = None
+    # Every message request answers this error (status, FCM code, message) while set.
+    always: tuple[int, str | None, str] | None = None
     # While set and not yet released, token requests wait (a process can be killed there).
     token_gate: asyncio.Event | None = None
     requests: list[FcmRequest] = field(default_factory=list)
@@ -198,8 +200,8 @@ class FakeFcm:
         if request.match_info["project"] != PROJECT_ID:
             return 404, fcm_error(404, None, "Requested entity was not found.")
         if self.always is not None:
-            status, code = self.always
-            return status, fcm_error(status, code)
+            status, code, message = self.always
+            return status, fcm_error(status, code, message)
         if self.down:
             return 503, fcm_error(503, "UNAVAILABLE", "The service is currently unavailable.")
         if self.fail_next:
@@ -212,4 +214,6 @@ class FakeFcm:
             return 400, fcm_error(
                 400, "INVALID_ARGUMENT", "The registration token is not a valid FCM registration token"
             )
+        if token in self.mismatched:
+            return 403, fcm_error(403, "SENDER_ID_MISMATCH", "SenderId mismatch")
         return 200, {"name": f"projects/{PROJECT_ID}/messages/{len(self.requests) + 1}"}

