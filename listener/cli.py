@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from listener import __version__
-from listener.errors import ConfigError, StatusUnavailable
+from listener.errors import ConfigError, MigrationBlocked, MigrationRefused, StatusUnavailable
 from listener.logs import configure_logging
 from listener.redact import redact_url, register_secret, scrub, url_secrets
 from listener.settings import SETTINGS_DOCS, Settings, environment, load_database_url, load_settings
@@ -52,6 +52,10 @@ def cmd_migrate(_: argparse.Namespace) -> int:
     configure_logging(env.get("LISTENER_LOG_FORMAT", "json"))
     try:
         asyncio.run(_migrate(database_url))
+    except (MigrationBlocked, MigrationRefused) as exc:
+        for line in str(exc).splitlines():
+            print(f"listener: {line}", file=sys.stderr)
+        return 1
     except (OSError, asyncpg.PostgresError) as exc:
         print(f"listener: migrate failed on {redact_url(database_url)}: {scrub(str(exc))}", file=sys.stderr)
         return 1

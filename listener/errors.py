@@ -6,6 +6,8 @@
     ├── StatusUnavailable         `listener status` could not ask the database (status.py)
     ├── MigrationBlocked          `listener migrate` could not get its locks: sessions of the
     │                             app hold them (migrate.py); the message names them
+    ├── MigrationRefused          the role may not apply the migrations (it does not own the
+    │                             app's table); nothing was changed (migrate.py)
     ├── LeaseLost                 the row is no longer this replica's: cancelled, deleted or taken
     │                             over (raised by generation.py when a write finds the job gone);
     │                             the row's coroutine stops without writing
@@ -46,6 +48,10 @@ class StatusUnavailable(ListenerError):
 
 class MigrationBlocked(ListenerError):
     """A migration could not get its locks in time; the message names the sessions that hold them."""
+
+
+class MigrationRefused(ListenerError):
+    """The role may not apply the migrations; checked before anything is changed."""
 
 
 class LeaseLost(ListenerError):

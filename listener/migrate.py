@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.errors import MigrationBlocked
+from listener.errors import MigrationBlocked, MigrationRefused
 from listener.queries import query
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,23 @@ async def migrate(
     applied_now: list[str] = []
     await conn.execute(query("migrations_lock"))
     try:
-        await conn.execute(query("migrations_bootstrap"))
-        applied = {r["version"]: r["checksum"] for r in await conn.fetch(query("migrations_applied"))}
+        applied = await _applied(conn)
+        todo = []
         for migration in load_migrations() if migrations is None else migrations:
-            if migration.version in applied:
-                if applied[migration.version] not in migration.known_checksums:
-                    log.warning("migration_changed_after_apply", extra={"version": migration.version})
-                continue
+            if migration.version not in applied:
+                todo.append(migration)
+            elif applied[migration.version] not in migration.known_checksums:
+                log.warning("migration_changed_after_apply", extra={"version": migration.version})
+        if not todo:
+            return []
+        reason = await conn.fetchval(query("migrations_preflight"))
+        if reason:
+            raise MigrationRefused(
+                f"{reason}; nothing was changed. Run migrate as the owner of the app's tables "
+                "(on Supabase, the postgres role)."
+            )
+        await conn.execute(query("migrations_bootstrap"))
+        for migration in todo:
             await _apply(conn, migration, lock_timeout_s, attempts)
             log.info("migration_applied", extra={"version": migration.version})
             applied_now.append(migration.version)
@@ -91,11 +101,16 @@ async def migrate(
     return applied_now
 
 
+async def _applied(conn: asyncpg.Connection) -> dict[str, str]:
+    """The versions this database recorded, with their checksums (none on a new database)."""
+    if not await conn.fetchval(query("migrations_table_exists")):
+        return {}
+    return {r["version"]: r["checksum"] for r in await conn.fetch(query("migrations_applied"))}
+
+
 async def pending(conn: asyncpg.Connection) -> list[Migration]:
     """The migrations this database has not applied yet (all of them on a new database)."""
-    applied = set()
-    if await conn.fetchval(query("migrations_table_exists")):
-        applied = {r["version"] for r in await conn.fetch(query("migrations_applied"))}
+    applied = await _applied(conn)
     return [migration for migration in load_migrations() if migration.version not in applied]
 
 

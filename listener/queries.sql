@@ -24,6 +24,23 @@ INSERT INTO listener.schema_migrations (version, checksum) VALUES ($1, $2);
 -- name: migrations_table_exists
 SELECT to_regclass('listener.schema_migrations') IS NOT NULL;
 
+-- name: migrations_preflight
+-- Why this role may not apply the migrations, or NULL: they alter the app's table, which
+-- only its owner (or a member of the owning role) may do, and create a schema.
+SELECT CASE
+    WHEN to_regclass('public.ai_generated_models') IS NOT NULL AND NOT pg_has_role(
+        current_user,
+        (SELECT relowner FROM pg_class WHERE oid = to_regclass('public.ai_generated_models')),
+        'USAGE'
+    ) THEN format(
+        '%s does not own public.ai_generated_models (%s does)',
+        current_user,
+        (SELECT relowner::regrole FROM pg_class WHERE oid = to_regclass('public.ai_generated_models'))
+    )
+    WHEN to_regnamespace('listener') IS NULL AND NOT has_database_privilege(current_database(), 'CREATE')
+        THEN format('%s may not create schemas in the database %s', current_user, current_database())
+END;
+
 -- name: migrations_lock_timeout
 -- $1 e.g. '3000ms': how long a migration waits for a lock, for this transaction only.
 SELECT set_config('lock_timeout', $1, true);
