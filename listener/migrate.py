@@ -83,22 +83,33 @@ async def migrate(
                 todo.append(migration)
             elif applied[migration.version] not in migration.known_checksums:
                 log.warning("migration_changed_after_apply", extra={"version": migration.version})
-        if not todo:
-            return []
-        reason = await conn.fetchval(query("migrations_preflight"))
+        reason = await conn.fetchval(query("migrations_preflight")) if todo else None
         if reason:
             raise MigrationRefused(
                 f"{reason}; nothing was changed. Run migrate as the owner of the app's tables "
                 "(on Supabase, the postgres role)."
             )
-        await conn.execute(query("migrations_bootstrap"))
+        if todo:
+            await conn.execute(query("migrations_bootstrap"))
         for migration in todo:
             await _apply(conn, migration, lock_timeout_s, attempts)
             log.info("migration_applied", extra={"version": migration.version})
             applied_now.append(migration.version)
     finally:
         await conn.execute(query("migrations_unlock"))
+    await warn_if_realtime_is_off(conn)
     return applied_now
+
+
+async def warn_if_realtime_is_off(conn: asyncpg.Connection) -> str | None:
+    """Logs, and returns, why Realtime would not stream the rows' progress; None when it would."""
+    problem: str | None = await conn.fetchval(query("realtime_problem"))
+    if problem:
+        log.warning(
+            "realtime_not_streaming",
+            extra={"problem": problem, "hint": "apps see progress only when they read the row again"},
+        )
+    return problem
 
 
 async def _applied(conn: asyncpg.Connection) -> dict[str, str]:

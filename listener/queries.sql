@@ -41,6 +41,21 @@ SELECT CASE
         THEN format('%s may not create schemas in the database %s', current_user, current_database())
 END;
 
+-- name: realtime_problem
+-- Why the apps would not see progress live, or NULL: Supabase Realtime streams the changes
+-- of the tables in the publication supabase_realtime, and only the kinds it publishes.
+SELECT CASE
+    WHEN NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime')
+        THEN 'the publication supabase_realtime does not exist'
+    WHEN NOT (SELECT puballtables OR EXISTS (
+            SELECT 1 FROM pg_publication_tables
+            WHERE pubname = 'supabase_realtime' AND schemaname = 'public' AND tablename = 'ai_generated_models'
+        ) FROM pg_publication WHERE pubname = 'supabase_realtime')
+        THEN 'public.ai_generated_models is not in the publication supabase_realtime'
+    WHEN NOT (SELECT pubupdate FROM pg_publication WHERE pubname = 'supabase_realtime')
+        THEN 'the publication supabase_realtime does not publish updates'
+END AS problem;
+
 -- name: migrations_lock_timeout
 -- $1 e.g. '3000ms': how long a migration waits for a lock, for this transaction only.
 SELECT set_config('lock_timeout', $1, true);

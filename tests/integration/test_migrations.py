@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import zipfile
@@ -10,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from listener.migrate import load_migrations
+from listener.migrate import load_migrations, migrate, warn_if_realtime_is_off
 from tests.support.database import APP_SCHEMA, database_from
 
 SCHEMA_SNAPSHOT = """
@@ -165,3 +166,26 @@ def test_migrations_and_queries_ship_inside_the_wheel(tmp_path: Path) -> None:
     assert expected and shipped == expected
     assert "listener/queries.sql" in names
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+async def test_migrate_warns_when_realtime_would_not_stream_progress(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        assert await warn_if_realtime_is_off(conn) is None
+        await conn.execute("ALTER PUBLICATION supabase_realtime SET (publish = 'insert, delete')")
+        assert (
+            await warn_if_realtime_is_off(conn)
+            == "the publication supabase_realtime does not publish updates"
+        )
+        await conn.execute("ALTER PUBLICATION supabase_realtime DROP TABLE public.ai_generated_models")
+        assert "is not in the publication" in (await warn_if_realtime_is_off(conn) or "")
+        await conn.execute("DROP PUBLICATION supabase_realtime")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="listener.migrate"):
+            await migrate(conn)
+    finally:
+        await conn.close()
+    (warning,) = [r for r in caplog.records if r.getMessage() == "realtime_not_streaming"]
+    assert warning.problem == "the publication supabase_realtime does not exist"  # type: ignore[attr-defined]
