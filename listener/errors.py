@@ -33,6 +33,10 @@ so nothing above them sees an asyncpg, aiohttp, botocore or firebase error.
 
 from __future__ import annotations
 
+# The kind of a PermanentError that says Storage is set up wrongly (keys, bucket, region)
+# rather than that the file is wrong: a row that meets it waits for Storage to be fixed.
+STORAGE_SETUP = "storage_setup"
+
 
 class ListenerError(Exception):
     """Root of every error the listener raises on purpose."""

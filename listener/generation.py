@@ -8,6 +8,7 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ class Generation:
         # from the claim while nothing is submitted yet. It bounds every step, hung ones too.
         self.deadline = time.monotonic() + settings.generation_timeout_s - age
         self._timeout: asyncio.Timeout | None = None
-        self.results = ResultFiles(job, clients, settings, spool, self._poll)
+        self.results = ResultFiles(job, clients, settings, spool, self._poll, self._deadline_paused)
 
     async def run(self) -> FinishedModel | None:
         """Takes the row to `completed`; None if it was no longer ours. Failures raise PermanentError."""
@@ -289,6 +290,17 @@ class Generation:
             return
         if written:
             self.clients.metrics.progress_writes.inc()
+
+    @contextlib.asynccontextmanager
+    async def _deadline_paused(self) -> AsyncIterator[None]:
+        """The row's deadline stops for the block and goes on with what was left of it."""
+        left_s = max(0.0, self.deadline - time.monotonic())
+        if self._timeout is not None:
+            self._timeout.reschedule(None)
+        try:
+            yield
+        finally:
+            self._set_deadline(time.monotonic() + left_s)
 
     def _set_deadline(self, deadline: float) -> None:
         self.deadline = deadline

@@ -16,6 +16,7 @@ from listener.metrics import Metrics
 from listener.model import ClaimedJob, FinishedModel, ImageFile, ModelRequest, Results, TaskState
 from listener.retry import RetryPolicy
 from listener.spool import SpoolBudget
+from listener.storage_state import StorageState
 
 
 class JobStore(Protocol):
@@ -132,6 +133,8 @@ class GenerationSettings:
     max_file_bytes: int
     spool_dir: Path
     retry: RetryPolicy
+    # How long a finished generation waits for Storage to work before the row fails.
+    storage_hold_s: float = 6 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -143,5 +146,7 @@ class Clients:
     storage: ObjectStore
     fetch_url: UrlFetcher
     metrics: Metrics
-    # Shared by every row of the replica: the spool's room for result files.
+    # Shared by every row of the replica: the spool's room for result files, and whether
+    # Storage can take uploads (kept up to date by the replica's Storage check).
     spool: SpoolBudget = field(default_factory=SpoolBudget)
+    storage_state: StorageState = field(default_factory=StorageState)

@@ -6,15 +6,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from listener.errors import FileGone, PermanentError, SpoolUnavailable, TransferStalled, TransientError
+from listener.errors import (
+    STORAGE_SETUP,
+    FileGone,
+    PermanentError,
+    SpoolUnavailable,
+    TransferStalled,
+    TransientError,
+)
 from listener.glb import verify_glb
 from listener.images import image_type
 from listener.model import ClaimedJob, Results, TaskState
 from listener.ports import Clients, GenerationSettings
-from listener.sizes import MIB
+from listener.sizes import MIB, human_size
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +60,20 @@ class ResultFiles:
         settings: GenerationSettings,
         spool: Path,
         poll: Callable[[], Awaitable[TaskState]],
+        deadline_paused: Callable[[], AbstractAsyncContextManager[None]],
     ) -> None:
         self.job = job
         self.clients = clients
         self.settings = settings
         self.spool = spool
         self.poll = poll
+        # Waiting for Storage to be fixed is not generating: the row's deadline stops meanwhile.
+        self.deadline_paused = deadline_paused
         self.held_bytes = 0
 
     async def fetch_all(self, state: TaskState) -> Fetched:
         """Spools the GLB (required, and checked), then the STL and the thumbnail if offered."""
+        self._check_bucket_takes_the_model(state)
         glb, state = await self._fetch(state, "glb", required=True)
         assert glb is not None
         verify_glb(glb)
@@ -75,6 +87,7 @@ class ResultFiles:
 
     async def upload_all(self, fetched: Fetched, task_id: str | None) -> Results:
         """Uploads the spooled files under the app's paths; returns the columns of the completed row."""
+        await self._wait_for_storage()
         model_id, user_id = self.job.model_id, self.job.user_id
         glb_path = f"{user_id}/generated-models/{model_id}.glb"
         size = await self._upload(glb_path, fetched.glb, GLB_TYPE)
@@ -166,14 +179,72 @@ class ResultFiles:
         self.held_bytes += kept
         return dest
 
-    async def _upload(self, path: str, local: Path, content_type: str) -> int:
-        try:
-            size = await self.settings.retry.call(
-                lambda: self.clients.storage.upload_file(path, local, content_type)
-            )
-        except TransientError as exc:
+    def _check_bucket_takes_the_model(self, state: TaskState) -> None:
+        """Fails, before anything is downloaded, a model the bucket's own limits would refuse."""
+        limits = self.clients.storage_state.limits
+        bucket = self.settings.bucket
+        if limits.refuses_type(GLB_TYPE):
             raise PermanentError(
-                f"Storage kept failing the upload; the last answer was: {str(exc).rstrip('.')}."
-            ) from exc
+                f"The bucket {bucket} does not accept GLB models ({GLB_TYPE} is not an allowed type).",
+                kind="upload",
+            )
+        size = state.result.get("glb_file_size")
+        if (
+            limits.file_size_limit is not None
+            and isinstance(size, int | float)
+            and size > limits.file_size_limit
+        ):
+            raise PermanentError(
+                f"The model is {human_size(int(size))}, more than the {human_size(limits.file_size_limit)} "
+                f"the bucket {bucket} accepts.",
+                kind="upload",
+            )
+
+    async def _wait_for_storage(self) -> None:
+        """Returns once Storage can take uploads; fails the row after LISTENER_STORAGE_HOLD of waiting."""
+        state = self.clients.storage_state
+        if state.usable:
+            return
+        log.warning("upload_held", extra={"problem": state.problem})
+        async with self.deadline_paused():
+            try:
+                async with asyncio.timeout(self.settings.storage_hold_s):
+                    await state.wait_usable()
+            except TimeoutError:
+                raise PermanentError(
+                    f"Storage could not be used for {human_duration(self.settings.storage_hold_s)} "
+                    f"({state.problem}); the model was not kept.",
+                    kind="upload",
+                ) from None
+        log.info("upload_released")
+
+    async def _upload(self, path: str, local: Path, content_type: str) -> int:
+        while True:
+            try:
+                size = await self.settings.retry.call(
+                    lambda: self.clients.storage.upload_file(path, local, content_type)
+                )
+                break
+            except PermanentError as exc:
+                if exc.kind != STORAGE_SETUP:
+                    raise
+                # The keys, the bucket or the region are wrong: hold the row until they are fixed.
+                self.clients.storage_state.update(str(exc).rstrip("."))
+                await self._wait_for_storage()
+            except TransientError as exc:
+                raise PermanentError(
+                    f"Storage kept failing the upload; the last answer was: {str(exc).rstrip('.')}."
+                ) from exc
         self.clients.metrics.bytes_uploaded.inc(size)
         return size
+
+
+def human_duration(seconds: float) -> str:
+    """`6 hours`, `90 minutes`, `45 seconds`."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        hours = int(seconds // 3600)
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"

@@ -15,7 +15,7 @@ import botocore.exceptions
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
-from listener.errors import PermanentError, TransientError
+from listener.errors import STORAGE_SETUP, PermanentError, TransientError
 from listener.settings import StorageConfig
 from listener.sizes import MIB, human_size
 
@@ -56,6 +56,11 @@ _MISUSE = (
     botocore.exceptions.NoCredentialsError,
     botocore.exceptions.PartialCredentialsError,
     botocore.exceptions.ParamValidationError,
+)
+# Refusals that say Storage is set up wrongly (keys, bucket, region), not that this file is
+# wrong: a row meeting one waits for Storage to be fixed rather than failing.
+_SETUP_REFUSALS = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "InvalidBucketName"}
 )
 # Why Storage refused a request, said for a person; anything else names its code.
 _REFUSALS = {
@@ -126,6 +131,23 @@ class Storage:
         stack, self._stack, self._client = self._stack, None, None
         if stack is not None:
             await stack.aclose()
+
+    async def check(self) -> str | None:
+        """None when the bucket answers to these keys; else what is wrong, in words."""
+        client = self._require_client()
+        try:
+            await client.head_bucket(Bucket=self._config.bucket)
+        except botocore.exceptions.ClientError as exc:
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            bucket = self._config.bucket
+            if status == 404:
+                return f"the bucket {bucket} does not exist"
+            if status in (401, 403):
+                return f"the keys may not use the bucket {bucket} (access denied: check the keys and region)"
+            return f"the bucket {bucket} could not be checked: {_translate(exc, 'check')}"
+        except (*_STORAGE_ERRORS, *_MISUSE) as exc:
+            return f"Storage could not be reached: {_translate(exc, 'check')}"
+        return None
 
     def public_url(self, path: str) -> str:
         """Return the public URL of an object in the bucket."""
@@ -286,13 +308,18 @@ def _translate(exc: BaseException, action: str) -> Exception:
         if status >= 500 or status in {408, 429} or code in _TRANSIENT_CODES:
             return TransientError(f"Storage failed the {action} for now ({label}).")
         reason = _REFUSALS.get(code) or ("access denied" if status == 403 else label)
-        return PermanentError(f"Storage refused the {action}: {reason}.")
+        setup = code in _SETUP_REFUSALS or status == 403
+        return PermanentError(
+            f"Storage refused the {action}: {reason}.", kind=STORAGE_SETUP if setup else None
+        )
     if isinstance(exc, _TIMEOUTS):
         return TransientError(f"Storage did not answer the {action} in time.")
     if isinstance(exc, botocore.exceptions.EndpointConnectionError):
         return TransientError(f"Storage could not be reached for the {action}.")
     if isinstance(exc, _MISUSE):
-        return PermanentError(f"The {action} could not be sent to Storage ({type(exc).__name__}).")
+        return PermanentError(
+            f"The {action} could not be sent to Storage ({type(exc).__name__}).", kind=STORAGE_SETUP
+        )
     if isinstance(exc, botocore.exceptions.BotoCoreError | aiohttp.ClientError | ConnectionError):
         return TransientError(f"The connection to Storage broke during the {action}.")
     if isinstance(exc, OSError):

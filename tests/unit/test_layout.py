@@ -18,7 +18,18 @@ import listener
 from listener.errors import ListenerError
 
 PACKAGE = Path(listener.__file__).parent
-CORE = ("generation", "results", "validation", "progress", "supervisor", "ports", "model", "spool", "images")
+CORE = (
+    "generation",
+    "results",
+    "validation",
+    "progress",
+    "supervisor",
+    "ports",
+    "model",
+    "spool",
+    "storage_state",
+    "images",
+)
 # Outside systems' SDKs and clients: only adapters import them.
 SDKS = frozenset({"asyncpg", "aiohttp", "aiobotocore", "botocore", "firebase_admin", "google", "httpx"})
 # Modules the core may use besides its own: plain helpers with no outside system behind them.

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from listener.errors import SpoolUnavailable, TransferStalled, TransientError
+from listener.errors import STORAGE_SETUP, PermanentError, SpoolUnavailable, TransferStalled, TransientError
 from listener.generation import run_job
 from listener.model import JobOutcome
 from listener.spool import SpoolBudget
+from listener.storage_state import BucketLimits
 from tests.unit import fakes
 from tests.unit.fakes import GLB, GLB_URL, OWNER, claimed_job, succeeded
 
@@ -136,3 +137,59 @@ async def test_the_glb_is_refused_when_it_is_not_one(row: Row) -> None:
     outcome = await row.run()
     assert outcome.outcome == "failed"
     assert row.error_message == "The AI server returned a file that is not a GLB model."
+
+
+# -- Storage that cannot take the files yet -------------------------------------------------
+
+
+async def test_a_finished_generation_waits_for_storage_past_its_deadline_and_completes_when_fixed(
+    row: Row,
+) -> None:
+    state = row.clients.storage_state
+    state.update("the bucket ai-models does not exist")
+    running = asyncio.create_task(row.run(generation_timeout_s=0.2))
+    await asyncio.sleep(0.5)  # longer than the generation's deadline: waiting for Storage is not generating
+    assert not running.done()
+    assert row.storage.uploads == {} and row.store.row(row.job.model_id).status == "pending"
+    state.update(None)
+    outcome = await running
+    assert outcome.outcome == "completed"
+    assert row.storage.uploads
+
+
+async def test_storage_that_stays_broken_fails_the_row_after_the_hold_naming_the_problem(row: Row) -> None:
+    row.clients.storage_state.update("the bucket ai-models does not exist")
+    outcome = await row.run(storage_hold_s=0.2)
+    assert outcome.outcome == "failed"
+    assert row.error_message == (
+        "Storage could not be used for 0.2 seconds (the bucket ai-models does not exist); "
+        "the model was not kept."
+    )
+
+
+async def test_an_upload_refused_for_the_setup_holds_the_row_until_storage_is_fixed(row: Row) -> None:
+    refusal = PermanentError("Storage refused the upload: the bucket does not exist.", kind=STORAGE_SETUP)
+    row.storage.upload_errors = [refusal]
+    running = asyncio.create_task(row.run())
+    await asyncio.sleep(0.1)
+    assert not running.done()
+    assert row.clients.storage_state.problem == "Storage refused the upload: the bucket does not exist"
+    row.clients.storage_state.update(None)  # the replica's check finds it fixed
+    assert (await running).outcome == "completed"
+
+
+async def test_a_model_larger_than_the_bucket_takes_fails_before_it_is_downloaded(row: Row) -> None:
+    row.ai.polls = [succeeded(result={"glb_file_size": 60 * 1024 * 1024})]
+    row.clients.storage_state.update(None, BucketLimits(file_size_limit=50 * 1024 * 1024))
+    outcome = await row.run()
+    assert outcome.outcome == "failed"
+    assert row.error_message == "The model is 60 MiB, more than the 50 MiB the bucket ai-models accepts."
+    assert row.ai.fetches == []
+
+
+async def test_a_bucket_that_refuses_glb_files_fails_the_row_before_it_is_downloaded(row: Row) -> None:
+    row.clients.storage_state.update(None, BucketLimits(allowed_mime_types=frozenset({"image/*"})))
+    outcome = await row.run()
+    assert outcome.outcome == "failed"
+    assert row.error_message is not None and "does not accept GLB models" in row.error_message
+    assert row.ai.fetches == []
