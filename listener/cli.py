@@ -68,6 +68,7 @@ def register_secrets(settings: Settings) -> None:
         for secret in url_secrets(url):
             register_secret(secret)
     register_secret(settings.storage.secret_access_key)
+    register_secret(settings.dashboard_token)
 
 
 async def _serve_until_signalled(settings: Settings) -> None:

@@ -32,6 +32,7 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.TooManyConnectionsError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    asyncpg.InternalClientError,  # a connection left mid-operation by a lost server
     asyncpg.LockNotAvailableError,  # a lock_timeout the role runs with
     asyncpg.QueryCanceledError,  # a statement_timeout the role runs with
 )
@@ -160,6 +161,12 @@ class Postgres:
     async def execute(self, name: str, *args: object) -> None:
         """Runs the statement `name` for its effect."""
         await self._run(lambda conn: conn.execute(query(name), *args))
+
+    async def fetch_block(
+        self, sql: str, *args: object, limit_s: float | None = None
+    ) -> list[asyncpg.Record]:
+        """Every row of `sql`, a named block of another SQL file (the dashboard's), errors mapped alike."""
+        return await self._run(lambda conn: conn.fetch(sql, *args, timeout=limit_s))
 
     async def ping(self) -> None:
         """Raises DatabaseUnavailable unless a trivial statement succeeds."""

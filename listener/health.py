@@ -17,7 +17,14 @@ READY_TIMEOUT_S = 2.0
 class HealthServer:
     """A small HTTP server beside the listener; `is_ready` returns None or why it is not ready."""
 
-    def __init__(self, host: str, port: int, metrics: Metrics, not_ready_reason: ReadinessCheck) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        not_ready_reason: ReadinessCheck,
+        on_app: Callable[[web.Application], None] | None = None,
+    ) -> None:
         self.host = host
         self.port = port
         self.metrics = metrics
@@ -27,6 +34,8 @@ class HealthServer:
         app.router.add_get("/readyz", self._readyz)
         # prometheus-client's own handler: content negotiation (OpenMetrics too) and gzip.
         app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+        if on_app is not None:  # more routes on the same port (the dashboard)
+            on_app(app)
         self._runner = web.AppRunner(app, access_log=None)
 
     async def start(self) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from listener.ai_client import AIClient
+from listener.dashboard.routes import dashboard_routes
 from listener.db import Database, Postgres, is_transaction_pooler
 from listener.downloads import download
 from listener.errors import DatabaseUnavailable
@@ -120,7 +121,16 @@ async def serve(
     retry = retry or RetryPolicy()
     readiness = Readiness()
     # Health first: /healthz answers from the first second, /readyz says what is awaited.
-    health = HealthServer(settings.http_host, settings.http_port, metrics, readiness.not_ready_reason)
+    health = HealthServer(
+        settings.http_host,
+        settings.http_port,
+        metrics,
+        readiness.not_ready_reason,
+        # The dashboard, when its token is set, on the same port; it reads through the pool once open.
+        on_app=dashboard_routes(
+            settings.dashboard_token, lambda: readiness.pg, owner=owner, lease_s=settings.lease_s
+        ),
+    )
     await health.start()
     try:
         async with (

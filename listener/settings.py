@@ -51,6 +51,11 @@ SETTINGS_DOCS = (
     ),
     SettingDoc("LISTENER_HTTP_HOST", "0.0.0.0", "address of /healthz, /readyz, /metrics"),
     SettingDoc("LISTENER_HTTP_PORT", "8080", "their port"),
+    SettingDoc(
+        "LISTENER_DASHBOARD_TOKEN",
+        "unset: dashboard off",
+        "the token that opens /dashboard and /api/ on the same port (long and random)",
+    ),
     SettingDoc("LISTENER_LOG_FORMAT", "json", "json (one object per line) or text"),
     SettingDoc("LISTENER_PROGRESS_INTERVAL", "2", "least seconds between progress writes of a row"),
     SettingDoc("LISTENER_MAX_FILE_BYTES", "1073741824", "largest result file accepted"),
@@ -107,6 +112,7 @@ class Settings:
     spool_dir: Path
     result_origins: frozenset[str] = frozenset()
     spool_max_bytes: int = 8 * 1024**3
+    dashboard_token: str | None = field(default=None, repr=False)
 
 
 def origin_of(url: str) -> str | None:
@@ -281,6 +287,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         spool_dir=Path(read.text("LISTENER_SPOOL_DIR", "/tmp/listener-spool")),
         result_origins=read.origins("LISTENER_RESULT_ORIGINS"),
         spool_max_bytes=read.positive_int("LISTENER_SPOOL_MAX_BYTES", 8 * 1024**3),
+        dashboard_token=read.optional("LISTENER_DASHBOARD_TOKEN"),
     )
     read.check()
     return settings

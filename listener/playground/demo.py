@@ -9,6 +9,7 @@ import functools
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -131,6 +132,7 @@ class Demo:
         self.code = 1
         self.data_dir = ""
         self.started = time.monotonic()
+        self.dashboard_token = secrets.token_urlsafe(24)  # made up for this run, printed at the end
 
     async def main(self) -> int:
         """Runs the demo; the first Ctrl-C cleans up and exits 130, the second leaves at once."""
@@ -205,6 +207,7 @@ class Demo:
         self._say(f"listener logs (JSON) go to {log_path}; pushes are logged there too\n")
         self.settings = dataclasses.replace(load_settings(self._env(dsn, ai_url, storage)), storage=storage)
         register_secret(storage.secret_access_key)  # as `listener run` does
+        register_secret(self.dashboard_token)
         stop = asyncio.Event()
         self.listener = asyncio.create_task(serve(self.settings, stop, notifier=LogNotifier()))
         self.cleanup.push_async_callback(_stop_listener, stop, self.listener)
@@ -223,6 +226,7 @@ class Demo:
             LISTENER_POLL_INTERVAL="0.5",
             LISTENER_PROGRESS_INTERVAL="0.3",
             LISTENER_LEASE_SECONDS="10",
+            LISTENER_DASHBOARD_TOKEN=self.dashboard_token,
         )
 
     async def _insert_rows(self) -> None:
@@ -318,7 +322,9 @@ class Demo:
             f"\nstill running (Ctrl-C stops and removes everything):\n  DATABASE_URL={s.database_url}\n"
             f"  AI_PYTHON_URL={s.ai_url}\n  STORAGE_S3_ENDPOINT={storage.endpoint_url}  (bucket "
             f"{storage.bucket}, key {storage.access_key_id} / {storage.secret_access_key})\n"
-            f"  try: DATABASE_URL={s.database_url} listener status"
+            f"  try: DATABASE_URL={s.database_url} listener status\n"
+            f"  dashboard: http://{s.http_host}:{s.http_port}/dashboard?token={self.dashboard_token}\n"
+            f"    (the link signs you in; scripts send `Authorization: Bearer {self.dashboard_token}`)"
         )
 
     def _remove_workdir(self) -> None:

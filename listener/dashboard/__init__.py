@@ -1,0 +1,1 @@
+"""The generation history dashboard: `/dashboard` and its JSON API under `/api/`, behind a token."""
