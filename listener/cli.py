@@ -23,15 +23,20 @@ from listener.redact import redact_url, register_secret, scrub, url_secrets
 from listener.settings import SETTINGS_DOCS, Settings, environment, load_database_url, load_settings
 
 EXIT_CONFIG = 2
+CONNECT_TIMEOUT_S = 10.0
 
 
-async def _migrate(database_url: str) -> None:
+async def _migrate(database_url: str, print_sql: bool) -> None:
     import asyncpg
 
-    from listener.migrate import migrate
+    from listener.migrate import migrate, pending
 
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_S)
     try:
+        if print_sql:
+            for migration in await pending(conn):
+                print(f"-- listener migration {migration.version}\n{migration.sql.rstrip()}\n")
+            return
         applied = await migrate(conn)
     finally:
         await conn.close()
@@ -41,7 +46,7 @@ async def _migrate(database_url: str) -> None:
         print("database is up to date")
 
 
-def cmd_migrate(_: argparse.Namespace) -> int:
+def cmd_migrate(args: argparse.Namespace) -> int:
     """Applies sql/ to DATABASE_URL."""
     import asyncpg
 
@@ -51,7 +56,7 @@ def cmd_migrate(_: argparse.Namespace) -> int:
         register_secret(secret)
     configure_logging(env.get("LISTENER_LOG_FORMAT", "json"))
     try:
-        asyncio.run(_migrate(database_url))
+        asyncio.run(_migrate(database_url, args.print_sql))
     except (MigrationBlocked, MigrationRefused) as exc:
         for line in str(exc).splitlines():
             print(f"listener: {line}", file=sys.stderr)
@@ -156,13 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    command(
+    migrate = command(
         "migrate",
         "apply sql/ to DATABASE_URL",
         "Creates or updates the listener's schema, triggers and functions in the database. Safe to "
-        "repeat; replicas that start together wait for each other.",
+        "repeat; replicas that start together wait for each other. Each migration waits at most a "
+        "few seconds at a time for its locks, so that the app's queries never queue long behind it.",
         _settings_help("DATABASE_URL", "LISTENER_LOG_FORMAT"),
-    ).set_defaults(func=cmd_migrate)
+    )
+    migrate.add_argument(
+        "--print-sql",
+        action="store_true",
+        help="print the migrations this database lacks, in order, instead of applying them",
+    )
+    migrate.set_defaults(func=cmd_migrate)
     command(
         "run",
         "serve: turn pending rows into models",

@@ -154,6 +154,10 @@ class Postgres:
         """Every row the statement `name` returns."""
         return await self._run(lambda conn: conn.fetch(query(name), *args))
 
+    async def fetchval(self, name: str, *args: object) -> object:
+        """The first column of the first row the statement `name` returns, or None."""
+        return await self._run(lambda conn: conn.fetchval(query(name), *args))
+
     async def fetchrow(self, name: str, *args: object) -> asyncpg.Record | None:
         """The first row the statement `name` returns, or None."""
         return await self._run(lambda conn: conn.fetchrow(query(name), *args))

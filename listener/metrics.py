@@ -42,6 +42,9 @@ FAILURE_REASONS = (
 class Metrics:
     """Counters, gauges and histograms of one listener."""
 
+    # Why Storage cannot be used (listener.storage.Storage.check).
+    STORAGE_PROBLEMS = ("no_bucket", "access_denied", "refused", "unreachable")
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -89,5 +92,13 @@ class Metrics:
         self.reconnects = Counter(
             "listener_listen_reconnects", "Reconnects of the LISTEN connection.", registry=r
         )
+        self.storage_usable = Gauge(
+            "listener_storage_usable", "1 while Storage can take uploads, 0 while it cannot.", registry=r
+        )
+        self.storage_problem = Gauge(
+            "listener_storage_problem", "1 for why Storage cannot be used now.", ["reason"], registry=r
+        )
         for reason in FAILURE_REASONS:
             self.rows_failed.labels(reason)
+        for reason in self.STORAGE_PROBLEMS:
+            self.storage_problem.labels(reason)

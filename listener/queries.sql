@@ -301,6 +301,16 @@ DELETE FROM public.user_device_tokens
 WHERE user_id = $1 AND device_token = ANY($2::text[])
 RETURNING device_token;
 
+-- Storage
+-- The bucket's own limits, where the database is Supabase's (its storage schema).
+
+-- name: storage_buckets_exist
+SELECT to_regclass('storage.buckets') IS NOT NULL;
+
+-- name: storage_bucket_limits
+-- $1 the bucket. NULL limits: none of its own (the project's global limit still holds).
+SELECT file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1;
+
 -- Status
 -- What `listener status` reports, read-only.
 

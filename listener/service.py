@@ -33,6 +33,8 @@ from listener.retry import RetryPolicy
 from listener.settings import Settings
 from listener.spool import SpoolBudget
 from listener.storage import Storage
+from listener.storage_state import StorageState
+from listener.storage_watch import CHECK_WHILE_BROKEN_S, StorageWatch
 from listener.supervisor import Supervisor, SupervisorSettings
 
 log = logging.getLogger(__name__)
@@ -73,12 +75,14 @@ async def wait_for_database(db: Postgres, stop: asyncio.Event) -> bool:
 class Readiness:
     """Why this replica is not ready yet, for `/readyz`; None once it is."""
 
-    def __init__(self) -> None:
+    def __init__(self, storage_state: StorageState, bucket: str) -> None:
         self.pg: Postgres | None = None
         self.supervisor: Supervisor | None = None
+        self.storage_state = storage_state
+        self.bucket = bucket
 
     async def not_ready_reason(self) -> str | None:
-        """Ready means: started, the LISTEN connection registered, and the pool reaching the database."""
+        """Ready means: started, LISTEN registered, the pool reaching the database, Storage usable."""
         if self.pg is None or self.supervisor is None:
             return "starting: waiting for the database"
         if not self.supervisor.wake_ups.ready:
@@ -89,6 +93,8 @@ class Readiness:
             await self.pg.ping()
         except DatabaseUnavailable:
             return "the database does not answer"
+        if not self.storage_state.usable:
+            return f"Storage cannot take uploads to the bucket {self.bucket}: {self.storage_state.problem}"
         return None
 
 
@@ -99,6 +105,7 @@ async def serve(
     notifier: Notifier | None = None,
     retry: RetryPolicy | None = None,
     sweep_interval_s: float = 5.0,
+    storage_recheck_s: float = CHECK_WHILE_BROKEN_S,
     on_started: Callable[[], None] | None = None,
 ) -> Supervisor | None:
     """Runs the listener until `stop` is set; returns the stopped supervisor (None if it never started)."""
@@ -119,7 +126,8 @@ async def serve(
     clear_spool(settings.spool_dir)
     metrics = Metrics()
     retry = retry or RetryPolicy()
-    readiness = Readiness()
+    storage_state = StorageState()
+    readiness = Readiness(storage_state, settings.storage.bucket)
     # Health first: /healthz answers from the first second, /readyz says what is awaited.
     health = HealthServer(
         settings.http_host,
@@ -134,7 +142,7 @@ async def serve(
     await health.start()
     try:
         async with (
-            Postgres.connect(settings.database_url, max_size=min(20, settings.concurrency + 2)) as pg,
+            Postgres.connect(settings.database_url, max_size=settings.db_pool_size) as pg,
             aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
             aiohttp.ClientSession(
                 timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=64, force_close=True)
@@ -145,6 +153,11 @@ async def serve(
                 log.info("listener_stopped_before_start")
                 return None
             db = Database(pg)
+            await _warn_if_realtime_is_off(pg)
+            watch = StorageWatch(
+                storage, pg, settings.storage.bucket, storage_state, metrics, recheck_s=storage_recheck_s
+            )
+            await watch.check_once()  # rows that finish before the first check know where they stand
             sender = _push_sender(settings)
             if notifier is None:
                 push = PushNotifier(PushStore(pg), sender, settings.push_texts, retry, metrics=metrics)
@@ -157,6 +170,7 @@ async def serve(
                 fetch_url=functools.partial(_fetch_source, http),
                 metrics=metrics,
                 spool=SpoolBudget(settings.spool_max_bytes),
+                storage_state=storage_state,
             )
             supervisor = Supervisor(
                 db,
@@ -170,11 +184,9 @@ async def serve(
             )
             await supervisor.start()
             readiness.pg, readiness.supervisor = pg, supervisor
-            sweeper = (
-                asyncio.create_task(notifier.sweep_forever(), name="push-sweep")
-                if isinstance(notifier, PushNotifier)
-                else None
-            )
+            background = [asyncio.create_task(watch.run(), name="storage-watch")]
+            if isinstance(notifier, PushNotifier):
+                background.append(asyncio.create_task(notifier.sweep_forever(), name="push-sweep"))
             if on_started is not None:
                 on_started()
             log.info(
@@ -185,8 +197,8 @@ async def serve(
                 await stop.wait()
             finally:
                 log.info("listener_stopping", extra={"in_flight": len(supervisor.running)})
-                if sweeper is not None:
-                    sweeper.cancel()
+                for task in background:
+                    task.cancel()
                 await supervisor.stop()
                 if sender is not None:
                     await sender.aclose()
@@ -194,6 +206,19 @@ async def serve(
     finally:
         await health.stop()
         log.info("listener_stopped")
+
+
+async def _warn_if_realtime_is_off(pg: Postgres) -> None:
+    """Says once, at start, when Supabase Realtime would not stream the rows' progress."""
+    try:
+        problem = await pg.fetchval("realtime_problem")
+    except DatabaseUnavailable:
+        return
+    if problem:
+        log.warning(
+            "realtime_not_streaming",
+            extra={"problem": problem, "hint": "apps see progress only when they read the row again"},
+        )
 
 
 def _supervisor_settings(settings: Settings, owner: str, sweep_interval_s: float) -> SupervisorSettings:
@@ -221,6 +246,7 @@ def _generation_settings(settings: Settings, owner: str, retry: RetryPolicy) -> 
         max_file_bytes=settings.max_file_bytes,
         spool_dir=settings.spool_dir,
         retry=retry,
+        storage_hold_s=settings.storage_hold_s,
     )
 
 

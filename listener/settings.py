@@ -27,7 +27,12 @@ class SettingDoc:
 
 # Every variable the listener reads, in the order `listener run --help` lists them.
 SETTINGS_DOCS = (
-    SettingDoc("DATABASE_URL", "required", "direct or session-mode Postgres URL"),
+    SettingDoc(
+        "DATABASE_URL", "required", "session-pooler or direct Postgres URL (never the transaction pooler)"
+    ),
+    SettingDoc(
+        "LISTENER_DB_POOL_SIZE", "5", "most pool connections per replica (it also holds one for LISTEN)"
+    ),
     SettingDoc("AI_PYTHON_URL", "http://127.0.0.1:7000", "the AI server"),
     SettingDoc("SUPABASE_URL", "required", "https://<ref>.supabase.co, for public object URLs"),
     SettingDoc("STORAGE_S3_ENDPOINT", "$SUPABASE_URL/storage/v1/s3", "Storage's S3 endpoint"),
@@ -60,6 +65,7 @@ SETTINGS_DOCS = (
     SettingDoc("LISTENER_PROGRESS_INTERVAL", "2", "least seconds between progress writes of a row"),
     SettingDoc("LISTENER_MAX_FILE_BYTES", "1073741824", "largest result file accepted"),
     SettingDoc("LISTENER_SPOOL_DIR", "/tmp/listener-spool", "where results wait between fetch and upload"),
+    SettingDoc("LISTENER_STORAGE_HOLD", "21600", "seconds a finished generation waits for Storage to work"),
     SettingDoc(
         "LISTENER_SPOOL_MAX_BYTES", "8589934592", "most bytes all rows in flight may hold in the spool"
     ),
@@ -113,6 +119,12 @@ class Settings:
     result_origins: frozenset[str] = frozenset()
     spool_max_bytes: int = 8 * 1024**3
     dashboard_token: str | None = field(default=None, repr=False)
+    db_pool_size: int = 5
+    storage_hold_s: float = 6 * 3600.0
+
+
+TRANSACTION_POOLER_PORT = 6543
+SUPABASE_POOLER_DOMAIN = ".pooler.supabase.com"
 
 
 def origin_of(url: str) -> str | None:
@@ -229,6 +241,27 @@ class _Reader:
                 found.add(origin)
         return frozenset(found)
 
+    def database_url(self) -> str:
+        """DATABASE_URL in any form asyncpg takes (a socket folder as `?host=/run/postgresql`
+        included), but never Supabase's transaction pooler, where LISTEN does not work."""
+        raw = self._raw("DATABASE_URL", None)
+        if not raw:
+            return ""
+        try:
+            parts = urlsplit(raw)
+            port = parts.port
+        except ValueError:
+            self._problem(f"DATABASE_URL is not a URL: {redact_url(raw)!r}")
+            return raw
+        if parts.scheme not in ("postgres", "postgresql"):
+            self._problem(f"DATABASE_URL must be a postgres or postgresql URL, got {redact_url(raw)!r}")
+        elif port == TRANSACTION_POOLER_PORT and (parts.hostname or "").endswith(SUPABASE_POOLER_DOMAIN):
+            self._problem(
+                "DATABASE_URL is Supabase's transaction pooler (port 6543), where LISTEN does not work: "
+                "use the session pooler (the same host, port 5432) or the direct connection"
+            )
+        return raw
+
     def file(self, name: str) -> Path | None:
         value = self.optional(name)
         if value is not None and not Path(value).is_file():
@@ -246,7 +279,7 @@ class _Reader:
 def load_database_url(env: Mapping[str, str]) -> str:
     """DATABASE_URL alone, for the commands that need nothing else."""
     read = _Reader(env)
-    database_url = read.url("DATABASE_URL", schemes=("postgres", "postgresql"))
+    database_url = read.database_url()
     read.check()
     return database_url
 
@@ -254,7 +287,7 @@ def load_database_url(env: Mapping[str, str]) -> str:
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Every setting of `listener run`; raises ConfigError naming every bad one, one per line."""
     read = _Reader(env)
-    database_url = read.url("DATABASE_URL", schemes=("postgres", "postgresql"))
+    database_url = read.database_url()
     supabase_url = read.url("SUPABASE_URL")
     storage = StorageConfig(
         endpoint_url=read.url("STORAGE_S3_ENDPOINT", f"{supabase_url}/storage/v1/s3" if supabase_url else ""),
@@ -288,6 +321,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         result_origins=read.origins("LISTENER_RESULT_ORIGINS"),
         spool_max_bytes=read.positive_int("LISTENER_SPOOL_MAX_BYTES", 8 * 1024**3),
         dashboard_token=read.optional("LISTENER_DASHBOARD_TOKEN"),
+        db_pool_size=read.positive_int("LISTENER_DB_POOL_SIZE", 5),
+        storage_hold_s=read.positive_float("LISTENER_STORAGE_HOLD", 6 * 3600.0),
     )
     read.check()
     return settings

@@ -132,21 +132,27 @@ class Storage:
         if stack is not None:
             await stack.aclose()
 
-    async def check(self) -> str | None:
-        """None when the bucket answers to these keys; else what is wrong, in words."""
+    async def check(self) -> tuple[str, str] | None:
+        """None when the bucket answers to these keys; else (a short code, what is wrong in words)."""
         client = self._require_client()
+        bucket = self._config.bucket
         try:
-            await client.head_bucket(Bucket=self._config.bucket)
+            await client.head_bucket(Bucket=bucket)
         except botocore.exceptions.ClientError as exc:
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            bucket = self._config.bucket
             if status == 404:
-                return f"the bucket {bucket} does not exist"
+                return "no_bucket", f"the bucket {bucket} does not exist"
             if status in (401, 403):
-                return f"the keys may not use the bucket {bucket} (access denied: check the keys and region)"
-            return f"the bucket {bucket} could not be checked: {_translate(exc, 'check')}"
+                return (
+                    "access_denied",
+                    f"the keys may not use the bucket {bucket} (check the keys and region)",
+                )
+            return "refused", f"the bucket {bucket} could not be checked: {_translate(exc, 'check')}"
         except (*_STORAGE_ERRORS, *_MISUSE) as exc:
-            return f"Storage could not be reached: {_translate(exc, 'check')}"
+            return (
+                "unreachable",
+                f"Storage could not be reached for the bucket {bucket}: {_translate(exc, 'check')}",
+            )
         return None
 
     def public_url(self, path: str) -> str:

@@ -29,6 +29,7 @@ class StorageState:
         self.limits = BucketLimits()
         self._usable = asyncio.Event()
         self._usable.set()
+        self._unusable = asyncio.Event()
 
     @property
     def usable(self) -> bool:
@@ -43,10 +44,16 @@ class StorageState:
             self.limits = limits
         if problem is None:
             self._usable.set()
+            self._unusable.clear()
         else:
             self._usable.clear()
+            self._unusable.set()
         return changed
 
     async def wait_usable(self) -> None:
         """Returns once Storage can be used (at once when it can)."""
         await self._usable.wait()
+
+    async def wait_unusable(self) -> None:
+        """Returns once something found Storage unusable (a row's upload, or a check)."""
+        await self._unusable.wait()

@@ -230,8 +230,12 @@ class LocalS3:
         """Stop the server."""
         self.stop()
 
-    def _create_bucket(self) -> None:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+    def create_bucket(self, name: str) -> None:
+        """Makes another bucket (the server holds any number), as an operator fixing a setup would."""
+        self._create_bucket(name)
+
+    def _create_bucket(self, name: str | None = None) -> None:
+        kwargs: dict[str, Any] = {"Bucket": name or self.bucket}
         if self.region != "us-east-1":
             kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
         client = self._require_client()

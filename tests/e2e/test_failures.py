@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 
+import aiohttp
+import asyncpg
 import pytest
 from aiohttp import web
 
-from tests.support.stack import Stack, run_rows
+from tests.support.database import as_app_user, insert_model
+from tests.support.stack import Stack, run_rows, running_listener, wait_for_status, wait_until
 
 GOOD = {"prompt": "a small wooden boat"}
 
@@ -149,10 +153,58 @@ async def test_storage_errors_that_persist_fail_the_row(stack: Stack) -> None:
     assert row["error_message"].startswith("Storage kept failing the upload; the last answer was: ")
 
 
-async def test_storage_refusing_access_fails_the_row_at_once(stack: Stack) -> None:
+async def test_storage_refusing_access_holds_the_row_until_it_is_fixed(stack: Stack) -> None:
+    """Wrong keys are the setup's fault: the paid generation waits for the fix, it is not thrown away."""
     stack.s3.fail_requests(403)
-    (row,) = await run_rows(stack, [GOOD])
-    assert (row["status"], row["error_message"]) == ("failed", "Storage refused the upload: access denied.")
+    conn = await asyncpg.connect(stack.db_url)
+    try:
+        owner = uuid.uuid4()
+        async with as_app_user(conn, owner):
+            model_id = await insert_model(conn, owner)
+        async with running_listener(stack.settings()):
+            await wait_until(
+                conn, "SELECT progress >= 93 FROM public.ai_generated_models WHERE id = $1", model_id
+            )
+            failed_so_far = stack.s3.failed_requests
+            await wait_until(conn, "SELECT true", timeout_s=1)
+            assert (
+                await conn.fetchval("SELECT status FROM public.ai_generated_models WHERE id = $1", model_id)
+                == "processing"
+            )
+            stack.s3.stop_failing()
+            rows = await wait_for_status(conn, [model_id])
+    finally:
+        await conn.close()
+    assert failed_so_far >= 1
+    assert (rows[model_id]["status"], rows[model_id]["error_message"]) == ("completed", None)
+
+
+async def test_a_bucket_made_after_the_generations_finished_receives_them(stack: Stack) -> None:
+    """Storage unusable from the start: /readyz names the bucket, rows generate and wait, then complete."""
+    bucket = f"late-{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(stack.db_url)
+    try:
+        ids = []
+        for _ in range(2):
+            owner = uuid.uuid4()
+            async with as_app_user(conn, owner):
+                ids.append(await insert_model(conn, owner))
+        async with running_listener(stack.settings(STORAGE_BUCKET=bucket)):
+            for model_id in ids:
+                await wait_until(
+                    conn, "SELECT progress >= 93 FROM public.ai_generated_models WHERE id = $1", model_id
+                )
+            async with (
+                aiohttp.ClientSession() as http,
+                http.get(f"http://127.0.0.1:{stack.http_port}/readyz") as ready,
+            ):
+                assert ready.status == 503
+                assert f"the bucket {bucket} does not exist" in (await ready.json())["reason"]
+            stack.s3.create_bucket(bucket)
+            rows = await wait_for_status(conn, ids)
+    finally:
+        await conn.close()
+    assert [rows[i]["status"] for i in ids] == ["completed", "completed"]
 
 
 async def test_a_submission_refused_for_now_is_sent_again(stack: Stack) -> None:

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from listener.migrate import load_migrations, migrate, warn_if_realtime_is_off
-from tests.support.database import APP_SCHEMA, database_from
+from tests.support.database import APP_SCHEMA, FRESH_TEMPLATE, database_from
 
 SCHEMA_SNAPSHOT = """
 SELECT 'column' AS kind, table_schema || '.' || table_name || '.' || column_name
@@ -189,3 +189,21 @@ async def test_migrate_warns_when_realtime_would_not_stream_progress(
         await conn.close()
     (warning,) = [r for r in caplog.records if r.getMessage() == "realtime_not_streaming"]
     assert warning.problem == "the publication supabase_realtime does not exist"  # type: ignore[attr-defined]
+
+
+async def test_print_sql_prints_what_a_database_lacks_and_changes_nothing(templates: str) -> None:
+    """For teams that keep their schema in supabase/migrations/: the SQL, applied by hand, is the same."""
+    async with database_from(templates, "template0") as url:
+        printed = run_cli("migrate", "--print-sql", database_url=url)
+        assert printed.returncode == 0, printed.stderr
+        assert printed.stdout.count("-- listener migration ") == len(load_migrations())
+        conn = await asyncpg.connect(url)
+        try:
+            assert await conn.fetchval("SELECT to_regnamespace('listener') IS NULL")  # nothing applied
+            await conn.execute(printed.stdout)  # the printed SQL applies as it is
+            assert await conn.fetchval("SELECT to_regclass('listener.jobs') IS NOT NULL")
+        finally:
+            await conn.close()
+    async with database_from(templates, FRESH_TEMPLATE) as url:
+        up_to_date = run_cli("migrate", "--print-sql", database_url=url)
+        assert (up_to_date.returncode, up_to_date.stdout) == (0, "")

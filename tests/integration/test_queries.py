@@ -35,12 +35,17 @@ async def unpreparable(url: str) -> dict[str, str]:
     return refused
 
 
+# What reads Supabase's own schema (its storage.buckets): only the app's database has it.
+SUPABASE_ONLY = frozenset({"storage_bucket_limits"})
+
+
 @pytest.mark.parametrize("which", ["fresh", "app"])
 async def test_every_statement_prepares_on_a_migrated_database(
     which: str, db_url: str, app_db_url: str
 ) -> None:
     refused = await unpreparable(db_url if which == "fresh" else app_db_url)
-    assert {name: why for name, why in refused.items() if name not in SHAPE_SPECIFIC} == {}
+    left_out = SHAPE_SPECIFIC | (SUPABASE_ONLY if which == "fresh" else frozenset())
+    assert {name: why for name, why in refused.items() if name not in left_out} == {}
 
 
 async def test_each_token_statement_fits_one_of_the_shapes(db_url: str, app_db_url: str) -> None:

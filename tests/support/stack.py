@@ -86,7 +86,9 @@ async def running_listener(
 ) -> AsyncIterator[RunningListener]:
     """Serves `settings` in-process for the block; stops it the way SIGTERM does."""
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(settings, stop, retry=NO_WAIT, sweep_interval_s=sweep_interval_s))
+    task = asyncio.create_task(
+        serve(settings, stop, retry=NO_WAIT, sweep_interval_s=sweep_interval_s, storage_recheck_s=0.3)
+    )
     try:
         yield RunningListener(stop, task)
     finally:

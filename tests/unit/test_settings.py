@@ -186,3 +186,43 @@ def test_every_setting_read_is_documented_in_help_and_readme() -> None:
     assert "LISTENER_PUSH_*" in documented
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     assert [name for name in sorted(documented - {"LISTENER_PUSH_*"}) if f"| `{name}` |" not in readme] == []
+
+
+POOLER = "postgresql://postgres.abcdefgh:pw@aws-0-ap-northeast-2.pooler.supabase.com"
+
+
+@pytest.mark.parametrize("command", ["run", "migrate", "status"])
+def test_the_transaction_pooler_is_refused_before_connecting(command: str) -> None:
+    """LISTEN does not work behind it, and session advisory locks leak across its clients."""
+    result = subprocess.run(
+        [sys.executable, "-m", "listener", command],
+        env={**BASE, "DATABASE_URL": f"{POOLER}:6543/postgres", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "listener: DATABASE_URL is Supabase's transaction pooler (port 6543), where LISTEN does not work: "
+        "use the session pooler (the same host, port 5432) or the direct connection"
+    ]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"{POOLER}:5432/postgres",  # the session pooler
+        "postgresql://app@/postgres?host=/run/postgresql",  # a socket folder
+        "postgres:///postgres",  # everything from libpq's defaults
+        "postgresql://app:pw@db.abcdefgh.supabase.co:5432/postgres?sslmode=verify-full&sslrootcert=/ca.crt",
+    ],
+)
+def test_every_url_form_asyncpg_takes_is_accepted(url: str) -> None:
+    assert load_settings({**BASE, "DATABASE_URL": url}).database_url == url
+
+
+def test_the_pool_size_and_the_storage_hold_are_read() -> None:
+    settings = load_settings({**BASE, "LISTENER_DB_POOL_SIZE": "3", "LISTENER_STORAGE_HOLD": "600"})
+    assert (settings.db_pool_size, settings.storage_hold_s) == (3, 600.0)
+    assert (load_settings(BASE).db_pool_size, load_settings(BASE).storage_hold_s) == (5, 21600.0)
