@@ -305,7 +305,13 @@ RETURNING device_token;
 -- The bucket's own limits, where the database is Supabase's (its storage schema).
 
 -- name: storage_buckets_exist
-SELECT to_regclass('storage.buckets') IS NOT NULL;
+-- True where the table exists and this role may read it (without, the limits stay unknown).
+-- Found through the catalog: a name lookup in a schema this role may not use would fail.
+SELECT coalesce((
+    SELECT has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = 'storage' AND c.relname = 'buckets'
+), false);
 
 -- name: storage_bucket_limits
 -- $1 the bucket. NULL limits: none of its own (the project's global limit still holds).

@@ -157,7 +157,8 @@ async def serve(
             watch = StorageWatch(
                 storage, pg, settings.storage.bucket, storage_state, metrics, recheck_s=storage_recheck_s
             )
-            await watch.check_once()  # rows that finish before the first check know where they stand
+            with contextlib.suppress(Exception):  # the watch logs its own trouble when it runs
+                await watch.check_once()  # rows that finish before the first check know where they stand
             sender = _push_sender(settings)
             if notifier is None:
                 push = PushNotifier(PushStore(pg), sender, settings.push_texts, retry, metrics=metrics)

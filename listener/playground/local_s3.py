@@ -75,7 +75,8 @@ class _FaultInjector:
             f"{fault.status} Injected",
             [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
         )
-        return [body]
+        # An answer to HEAD has no body, as S3's own: a body there would break the connection.
+        return [] if method == "HEAD" else [body]
 
 
 def _drain(environ: WSGIEnvironment) -> None:

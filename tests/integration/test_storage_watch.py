@@ -69,3 +69,19 @@ async def test_a_bucket_that_cannot_be_used_says_why(
     assert not state.usable and state.problem is not None and state.problem.startswith(says)
     assert metrics.registry.get_sample_value("listener_storage_usable") == 0
     assert metrics.registry.get_sample_value("listener_storage_problem", {"reason": reason}) == 1
+
+
+async def test_a_database_without_storage_tables_or_without_access_leaves_the_limits_unknown(
+    s3: LocalS3, db_url: str, app_db_url: str
+) -> None:
+    """Plain Postgres has no storage schema; a role may not read it: Storage is still checked."""
+    conn = await asyncpg.connect(app_db_url)
+    try:
+        await conn.execute("CREATE ROLE bucket_blind LOGIN IN ROLE postgres NOINHERIT")
+    finally:
+        await conn.close()
+    blind = app_db_url.replace("postgres@", "bucket_blind@", 1)
+    for url in (db_url, blind):
+        async with Postgres.connect(url) as pool:
+            state, _ = await watch_once(s3, pool, "ai-models")
+        assert state.usable and state.limits.file_size_limit is None

@@ -14,6 +14,7 @@ import pytest
 
 from listener.db import Database
 from tests.support.database import APP_SCHEMA, as_app_user, database_from, insert_model
+from tests.support.stack import Stack, running_listener, wait_for_status
 
 REPO = Path(__file__).resolve().parents[2]
 # What Supabase gives its `postgres` role: everything but superuser.
@@ -54,6 +55,9 @@ async def app_database(templates: str) -> AsyncIterator[str]:
             # What Supabase grants `postgres` on the auth schema, which supabase_auth_admin owns.
             await admin.execute(f"GRANT USAGE ON SCHEMA auth TO {role}")
             await admin.execute(f"GRANT SELECT, REFERENCES ON auth.users TO {role}")
+            # Storage's schema belongs to supabase_storage_admin; postgres may read the buckets.
+            await admin.execute(f"GRANT USAGE ON SCHEMA storage TO {role}")
+            await admin.execute(f"GRANT SELECT ON storage.buckets TO {role}")
         finally:
             await admin.close()
         yield as_role(url, role)
@@ -111,3 +115,23 @@ async def test_migrate_as_a_role_that_does_not_own_the_table_changes_nothing_and
     assert result.returncode == 1
     assert "does not own public.ai_generated_models" in result.stderr
     assert schemas == 0  # nothing was changed
+
+
+async def test_a_whole_row_runs_as_supabases_postgres_role(app_database: str, stack: Stack) -> None:
+    """Claim, progress, completion, the notification row: every statement of `run` as that role."""
+    assert migrate_cli(app_database).returncode == 0
+    app = await asyncpg.connect(as_role(app_database, "postgres"))  # stands in for PostgREST
+    try:
+        owner = uuid.uuid4()
+        await app.execute("INSERT INTO auth.users (id) VALUES ($1)", owner)
+        async with as_app_user(app, owner):
+            model_id = await insert_model(app, owner)
+        async with running_listener(stack.settings(DATABASE_URL=app_database)):
+            rows = await wait_for_status(app, [model_id])
+        notices = await app.fetchval(
+            "SELECT count(*) FROM public.notifications WHERE related_id = $1", str(model_id)
+        )
+    finally:
+        await app.close()
+    assert rows[model_id]["status"] == "completed"
+    assert notices == 1
