@@ -11,7 +11,7 @@ from urllib.parse import urljoin
 import aiohttp
 
 from listener.downloads import LeastRate, download
-from listener.errors import PermanentError, TransientError, UnknownTask
+from listener.errors import AIServerUnreachable, PermanentError, TransientError, UnknownTask
 from listener.model import ImageFile, ModelRequest, TaskState
 from listener.redact import capped, for_users
 from listener.settings import origin_of
@@ -110,7 +110,7 @@ class AIClient:
                         envelope = await _submit_envelope(response)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             # The connection was never made, so the request never reached the server: safe to send again.
-            raise TransientError(f"the AI server could not be reached: {type(exc).__name__}") from exc
+            raise AIServerUnreachable(f"the AI server could not be reached: {type(exc).__name__}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise PermanentError(_MAYBE_SUBMITTED, kind="submit") from exc
         data = envelope.get("data") or {}

@@ -17,6 +17,9 @@
     │   ├── DatabaseUnavailable   Postgres unreachable or the connection dropped (db.py); a row
     │   │                         that meets it is handed back to be claimed again, not failed
     │   ├── UnknownTask           the AI server answered 500 for a task (ai_client.py)
+    │   ├── AIServerUnreachable   a submission could not reach the AI server, or it kept
+    │   │                         refusing for now (ai_client.py, generation.py): nothing was
+    │   │                         started, so the row is handed back and claims pause
     │   ├── FileGone              a result file answered 404: served once, then deleted
     │   │                         (downloads.py); generation.py polls again for a fresh URL
     │   ├── TransferStalled       a file came slower than the least rate (downloads.py);
@@ -72,6 +75,10 @@ class DatabaseUnavailable(TransientError):
 
 class UnknownTask(TransientError):
     """The AI server answered 500 for the task: it does not know it (or failed internally)."""
+
+
+class AIServerUnreachable(TransientError):
+    """The AI server could not take a submission now (refused the connection, or kept answering 5xx)."""
 
 
 class FileGone(TransientError):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from listener.errors import (
+    AIServerUnreachable,
     DatabaseUnavailable,
     FileGone,
     LeaseLost,
@@ -47,6 +48,10 @@ async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSetting
         return JobOutcome("lost")
     except DatabaseUnavailable:
         log.warning("job_released_database_unavailable")
+        await _release_quietly(clients.db, job.model_id, settings.owner)
+        return JobOutcome("released")
+    except AIServerUnreachable as exc:
+        log.warning("job_released_ai_server_unreachable", extra={"error": str(exc)})
         await _release_quietly(clients.db, job.model_id, settings.owner)
         return JobOutcome("released")
     except PermanentError as exc:
@@ -173,12 +178,14 @@ class Generation:
 
     async def _submit_and_record(self, request: ValidRequest, image: ImageFile | None) -> None:
         try:
-            task_id = await self.settings.retry.call(lambda: self.clients.ai.submit(request.model, image))
+            task_id = await self.settings.retry.call(
+                lambda: self.clients.ai.submit(request.model, image), give_up_on=(AIServerUnreachable,)
+            )
         except TransientError as exc:
-            raise PermanentError(
-                "The AI server did not accept the request after several tries; "
-                f"the last error was: {_clause(exc)}."
-            ) from exc
+            # Nothing was started (a submission that may have started raises PermanentError):
+            # the row goes back to wait, and the replica claims no more until the server is back.
+            self.clients.ai_state.set_problem(f"the AI server does not take submissions: {exc}")
+            raise AIServerUnreachable(str(exc)) from exc
         if not await self.settings.retry.call(
             lambda: self.clients.db.record_task_id(self.job.model_id, self.settings.owner, task_id)
         ):

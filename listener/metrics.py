@@ -92,6 +92,12 @@ class Metrics:
         self.reconnects = Counter(
             "listener_listen_reconnects", "Reconnects of the LISTEN connection.", registry=r
         )
+        self.ai_server_reachable = Gauge(
+            "listener_ai_server_reachable",
+            "1 while the AI server takes submissions, 0 while claims pause for it.",
+            registry=r,
+        )
+        self.ai_server_reachable.set(1)
         self.storage_usable = Gauge(
             "listener_storage_usable", "1 while Storage can take uploads, 0 while it cannot.", registry=r
         )

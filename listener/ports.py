@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from listener.metrics import Metrics
 from listener.model import ClaimedJob, FinishedModel, ImageFile, ModelRequest, Results, TaskState
+from listener.reachability import Reachability
 from listener.retry import RetryPolicy
 from listener.spool import SpoolBudget
 from listener.storage_state import StorageState
@@ -150,3 +151,5 @@ class Clients:
     # Storage can take uploads (kept up to date by the replica's Storage check).
     spool: SpoolBudget = field(default_factory=SpoolBudget)
     storage_state: StorageState = field(default_factory=StorageState)
+    # Whether the AI server takes submissions now (kept by the replica's check and by rows).
+    ai_state: Reachability = field(default_factory=Reachability)

@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 
 from listener.ai_client import AIClient
+from listener.ai_watch import AIServerWatch
 from listener.dashboard.routes import dashboard_routes
 from listener.db import Database, Postgres, is_transaction_pooler
 from listener.downloads import download
@@ -28,6 +29,7 @@ from listener.ports import Clients, GenerationSettings
 from listener.push.fcm import FcmSender
 from listener.push.notifier import Notifier, PushNotifier
 from listener.push.store import PushStore
+from listener.reachability import Reachability
 from listener.redact import redact_url
 from listener.retry import RetryPolicy
 from listener.settings import Settings
@@ -75,10 +77,11 @@ async def wait_for_database(db: Postgres, stop: asyncio.Event) -> bool:
 class Readiness:
     """Why this replica is not ready yet, for `/readyz`; None once it is."""
 
-    def __init__(self, storage_state: StorageState, bucket: str) -> None:
+    def __init__(self, storage_state: StorageState, ai_state: Reachability, bucket: str) -> None:
         self.pg: Postgres | None = None
         self.supervisor: Supervisor | None = None
         self.storage_state = storage_state
+        self.ai_state = ai_state
         self.bucket = bucket
 
     async def not_ready_reason(self) -> str | None:
@@ -95,6 +98,8 @@ class Readiness:
             return "the database does not answer"
         if not self.storage_state.usable:
             return f"Storage cannot take uploads to the bucket {self.bucket}: {self.storage_state.problem}"
+        if not self.ai_state.usable:
+            return f"claims wait: {self.ai_state.problem}"
         return None
 
 
@@ -126,8 +131,8 @@ async def serve(
     clear_spool(settings.spool_dir)
     metrics = Metrics()
     retry = retry or RetryPolicy()
-    storage_state = StorageState()
-    readiness = Readiness(storage_state, settings.storage.bucket)
+    storage_state, ai_state = StorageState(), Reachability()
+    readiness = Readiness(storage_state, ai_state, settings.storage.bucket)
     # Health first: /healthz answers from the first second, /readyz says what is awaited.
     health = HealthServer(
         settings.http_host,
@@ -154,6 +159,8 @@ async def serve(
                 return None
             db = Database(pg)
             await _warn_if_realtime_is_off(pg)
+            ai_watch = AIServerWatch(settings.ai_url, ai_state, metrics)
+            await ai_watch.check()
             watch = StorageWatch(
                 storage, pg, settings.storage.bucket, storage_state, metrics, recheck_s=storage_recheck_s
             )
@@ -172,6 +179,7 @@ async def serve(
                 metrics=metrics,
                 spool=SpoolBudget(settings.spool_max_bytes),
                 storage_state=storage_state,
+                ai_state=ai_state,
             )
             supervisor = Supervisor(
                 db,
@@ -182,10 +190,14 @@ async def serve(
                 ),
                 notify=notifier.model_finished,
                 metrics=metrics,
+                claim_gate=ai_state,
             )
             await supervisor.start()
             readiness.pg, readiness.supervisor = pg, supervisor
-            background = [asyncio.create_task(watch.run(), name="storage-watch")]
+            background = [
+                asyncio.create_task(watch.run(), name="storage-watch"),
+                asyncio.create_task(ai_watch.run(), name="ai-server-watch"),
+            ]
             if isinstance(notifier, PushNotifier):
                 background.append(asyncio.create_task(notifier.sweep_forever(), name="push-sweep"))
             if on_started is not None:

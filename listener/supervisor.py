@@ -15,6 +15,7 @@ from listener.errors import TransientError
 from listener.metrics import Metrics
 from listener.model import ClaimedJob, FinishedModel, JobOutcome
 from listener.ports import LeaseStore, WakeUpSource
+from listener.reachability import Reachability
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,13 @@ class Supervisor:
         run_job: JobRunner,
         notify: Notify,
         metrics: Metrics,
+        claim_gate: Reachability | None = None,
     ) -> None:
         self.leases = leases
         self.wake_ups = wake_ups
         self.settings = settings
+        # While it is unusable (the AI server cannot take submissions), rows wait unclaimed.
+        self.claim_gate = claim_gate or Reachability()
         self.run_job = run_job
         self.notify = notify
         self.metrics = metrics
@@ -158,6 +162,10 @@ class Supervisor:
         while not self._stopping:
             await self._wake.wait()
             self._wake.clear()
+            if not self.claim_gate.usable:
+                log.warning("claims_paused", extra={"reason": self.claim_gate.problem})
+                await self.claim_gate.wait_usable()
+                log.info("claims_resumed")
             while self.free_slots > 0 and not self._stopping:
                 asked = min(self.free_slots, CLAIM_BATCH)
                 try:

@@ -7,7 +7,9 @@ import collections
 import signal
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
 
 from listener.playground.embedded import free_port
@@ -122,3 +124,39 @@ async def test_sigterm_hands_the_lease_back_and_another_replica_resumes(stack: S
     assert rows[model_id]["status"] == "completed"
     assert len(stack.simulator.submissions) == 1
     assert '"event": "leases_released"' in (tmp_path / "first.log").read_text()
+
+
+async def test_rows_wait_unclaimed_while_the_ai_server_redeploys_and_none_fails(stack: Stack) -> None:
+    """The AI server refuses connections for a while: claims pause, /readyz says why, then all complete."""
+    port = urlsplit(stack.simulator.base_url).port
+    assert port is not None
+    conn = await asyncpg.connect(stack.db_url)
+    try:
+        async with running_listener(stack.settings()) as listener:
+            await stack.simulator.stop()  # as during its own redeploy: nothing listens on its port
+            ids = await insert_rows(conn, 4)
+            async with aiohttp.ClientSession() as http:
+                deadline = asyncio.get_running_loop().time() + 20
+                while True:
+                    async with http.get(f"http://127.0.0.1:{stack.http_port}/readyz") as ready:
+                        reason = (await ready.json()).get("reason", "")
+                    if "refuses connections" in reason or "does not take submissions" in reason:
+                        break
+                    assert asyncio.get_running_loop().time() < deadline, reason
+                    await asyncio.sleep(0.05)
+            waiting = await conn.fetch(
+                "SELECT m.status, j.ai_task_id FROM public.ai_generated_models m "
+                "JOIN listener.jobs j ON j.model_id = m.id WHERE m.id = ANY($1::uuid[])",
+                ids,
+            )
+            assert {(r["status"], r["ai_task_id"]) for r in waiting} <= {
+                ("pending", None),
+                ("processing", None),
+            }
+            await stack.simulator.start(port=port)
+            rows = await wait_for_status(conn, ids, timeout_s=60)
+            assert not listener.task.done()
+    finally:
+        await conn.close()
+    assert {r["status"] for r in rows.values()} == {"completed"}
+    assert len(stack.simulator.submissions) == 4  # each submitted once, after the server came back

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from listener.errors import TransientError, UnknownTask
+from listener.errors import AIServerUnreachable, TransientError, UnknownTask
 from listener.generation import run_job
 from listener.model import ClaimedJob, ImageFile, JobOutcome, ModelRequest, TaskState
 from listener.progress import ProgressReporter
@@ -133,14 +133,31 @@ async def test_a_submission_that_fails_once_is_retried(world: World) -> None:
     assert world.ai.submit_count == 2
 
 
-async def test_a_submission_that_keeps_failing_fails_the_row_with_the_last_error(world: World) -> None:
+async def test_a_submission_refused_for_now_hands_the_row_back_and_pauses_claims(world: World) -> None:
+    """Nothing was started: the row waits for the AI server instead of failing (it is redeploying)."""
     world.ai.submit_errors = [TransientError(f"HTTP 50{i}.") for i in range(3)]
-    outcome = await world.run()
-    assert_failed(
-        world, outcome, "did not accept the request after several tries; the last error was: HTTP 502."
+    clients = fakes.clients(world.store, world.ai, world.storage, world.urls)
+    world.store.add(world.job, owner=OWNER)
+    outcome = await asyncio.wait_for(
+        run_job(world.job, clients, fakes.generation_settings(world.tmp_path)), SAFETY_S
     )
-    assert outcome.failure_kind == "submit"
-    assert world.ai.polled == []
+    assert outcome == JobOutcome("released")
+    assert world.ai.submit_count == 3  # the retry policy's attempts, then it gave the row back
+    assert world.row.status == "pending" and world.row.error_message is None
+    assert world.store.writes_of("release_lease") == [OWNER]
+    assert clients.ai_state.problem is not None and "HTTP 502" in clients.ai_state.problem
+
+
+async def test_an_unreachable_ai_server_is_not_asked_again_and_again(world: World) -> None:
+    world.ai.submit_errors = [AIServerUnreachable("connection refused")]
+    clients = fakes.clients(world.store, world.ai, world.storage, world.urls)
+    world.store.add(world.job, owner=OWNER)
+    outcome = await asyncio.wait_for(
+        run_job(world.job, clients, fakes.generation_settings(world.tmp_path)), SAFETY_S
+    )
+    assert outcome == JobOutcome("released")
+    assert world.ai.submit_count == 1
+    assert not clients.ai_state.usable
 
 
 # -- the failure budget -------------------------------------------------------------------

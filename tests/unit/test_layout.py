@@ -28,6 +28,7 @@ CORE = (
     "model",
     "spool",
     "storage_state",
+    "reachability",
     "images",
 )
 # Outside systems' SDKs and clients: only adapters import them.

@@ -144,6 +144,17 @@ async def test_a_job_notification_wakes_a_claim_and_the_row_runs() -> None:
         assert await h.running(1) == [job.model_id]
 
 
+async def test_no_row_is_claimed_while_the_ai_server_is_away_and_claims_resume_when_it_is_back() -> None:
+    async with supervising() as h:
+        h.supervisor.claim_gate.set_problem("the AI server at 127.0.0.1:7000 refuses connections")
+        [job] = h.add()
+        h.source.job(job.model_id)
+        await settle()
+        assert h.store.claims == [] and h.runner.started == []  # the row waits, pending
+        h.supervisor.claim_gate.set_problem(None)
+        assert await h.running(1) == [job.model_id]
+
+
 async def test_a_connect_triggers_a_claim() -> None:
     async with supervising() as h:
         [job] = h.add()
