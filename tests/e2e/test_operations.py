@@ -90,6 +90,19 @@ async def test_health_answers_before_the_database_does(stack: Stack) -> None:
     assert "_created" not in text
 
 
+async def scrape(port: int) -> dict[str, float]:
+    """The samples of /metrics by name and labels."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
 async def test_metrics_count_what_happened(stack: Stack) -> None:
     conn = await asyncpg.connect(stack.db_url)
     try:
@@ -100,19 +113,14 @@ async def test_metrics_count_what_happened(stack: Stack) -> None:
                 async with as_app_user(conn, owner):
                     ids.append(await insert_model(conn, owner, prompt=prompt))
             rows = await wait_for_status(conn, ids)
-            async with (
-                aiohttp.ClientSession() as http,
-                http.get(f"http://127.0.0.1:{stack.http_port}/metrics") as response,
-            ):
-                assert response.status == 200
-                text = await response.text()
+            # A row's terminal status is written just before its coroutine ends and is counted:
+            # read the metrics once every coroutine has ended (end-to-end observed for all three).
+            deadline = time.monotonic() + 15
+            while (samples := await scrape(stack.http_port))["listener_end_to_end_seconds_count"] < 3:
+                assert time.monotonic() < deadline, samples
+                await asyncio.sleep(0.05)
     finally:
         await conn.close()
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
 
     completed = rows[ids[0]]
     assert [rows[i]["status"] for i in ids] == ["completed", "failed", "failed"]
