@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -38,6 +40,11 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# A connection attempt that has not completed by then is given up: on a path gone silent it
+# would otherwise wait asyncpg's own minute, long after the path works again.
+CONNECT_TIMEOUT_S = 10.0
+
+
 def is_transaction_pooler(database_url: str) -> bool:
     """True for Supabase's transaction pooler (port 6543), where LISTEN does not work."""
     return urlsplit(database_url).port == 6543
@@ -48,12 +55,18 @@ def connect_kwargs(database_url: str, application_name: str = "listener") -> dic
     kwargs: dict[str, Any] = {
         "dsn": database_url,
         "command_timeout": 30,
+        "timeout": CONNECT_TIMEOUT_S,
         # Shown in pg_stat_activity, so operators can tell the listener's connections apart.
         "server_settings": {"application_name": application_name},
     }
     if is_transaction_pooler(database_url):
         kwargs["statement_cache_size"] = 0
     return kwargs
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when asyncpg refused to start the statement: its connection was already broken."""
+    return isinstance(exc, asyncpg.InternalClientError) and str(exc).startswith("cannot switch to state")
 
 
 def _finished(row: asyncpg.Record | None) -> FinishedModel | None:
@@ -67,7 +80,8 @@ class ConnectionBudget:
 
     A connection refused (too many for the role, a pooler's pool full) lowers the budget to
     the connections that work, and callers queue for those instead of asking the server
-    again; the budget grows back by one every GROW_AFTER_S.
+    again; the budget grows back by one every GROW_AFTER_S. Giving back never waits, so
+    that a caller cancelled on its way out still gives back what it took.
     """
 
     GROW_AFTER_S = 30.0
@@ -77,7 +91,7 @@ class ConnectionBudget:
         self.allowed = most
         self.in_use = 0
         self._grow_at = 0.0
-        self._changed = asyncio.Condition()
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def _room(self) -> bool:
         now = asyncio.get_running_loop().time()
@@ -88,53 +102,109 @@ class ConnectionBudget:
 
     async def take(self) -> None:
         """Waits for room in the budget and takes one connection's worth."""
-        async with self._changed:
-            await self._changed.wait_for(self._room)
-            self.in_use += 1
+        loop = asyncio.get_running_loop()
+        while not self._room():
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(waiter)
+            # Woken by a connection given back, or when the budget grows back by itself.
+            grows_in = max(0.0, self._grow_at - loop.time()) if self.allowed < self.most else None
+            try:
+                await asyncio.wait([waiter], timeout=grows_in)
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.in_use += 1
 
-    async def give_back(self, *, refused: bool = False) -> bool:
+    def give_back(self, *, refused: bool = False) -> bool:
         """Gives one back; after a refusal, shrinks to what works. False when nothing works."""
-        async with self._changed:
-            self.in_use -= 1
-            if refused:
-                if self.in_use == 0:
-                    return False
-                self.allowed = self.in_use
-                self._grow_at = asyncio.get_running_loop().time() + self.GROW_AFTER_S
-                log.warning("database_connections_refused", extra={"connections_that_work": self.allowed})
-            self._changed.notify_all()
-            return True
+        self.in_use -= 1
+        works = not refused or self.in_use > 0
+        if refused and works:
+            self.allowed = self.in_use
+            self._grow_at = asyncio.get_running_loop().time() + self.GROW_AFTER_S
+            log.warning("database_connections_refused", extra={"connections_that_work": self.allowed})
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+        return works
 
 
 class Postgres:
     """A pool that runs the named statements of queries.sql, its errors mapped to the project's."""
 
-    def __init__(self, pool: asyncpg.Pool, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        max_size: int = 10,
+        opened: weakref.WeakSet[asyncpg.Connection] | None = None,
+    ) -> None:
         self.pool = pool
         self.budget = ConnectionBudget(max_size)
+        # The connections the pool opened and still holds, in use or idle.
+        self.opened: weakref.WeakSet[asyncpg.Connection] = opened if opened is not None else weakref.WeakSet()
 
     @classmethod
     @asynccontextmanager
     async def connect(cls, database_url: str, *, max_size: int = 10) -> AsyncIterator[Postgres]:
         """Opens a pool for the duration of the block."""
+        opened: weakref.WeakSet[asyncpg.Connection] = weakref.WeakSet()
+
+        async def remember(conn: asyncpg.Connection) -> None:
+            opened.add(conn)
+
         try:
-            pool = await asyncpg.create_pool(min_size=0, max_size=max_size, **connect_kwargs(database_url))
+            pool = await asyncpg.create_pool(
+                min_size=0, max_size=max_size, init=remember, **connect_kwargs(database_url)
+            )
         except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
             raise DatabaseUnavailable(f"cannot connect to the database: {type(exc).__name__}") from exc
         try:
-            yield cls(pool, max_size)
+            yield cls(pool, max_size, opened)
         finally:
             await pool.close()
 
+    def drop_connections(self) -> int:
+        """Ends every connection of the pool at once, in use or idle; returns how many it ended."""
+        # For a link gone silent (a half-open connection): the statements waiting on it fail
+        # now, as DatabaseUnavailable, instead of after the command timeout; the next connect anew.
+        dropped = [conn for conn in list(self.opened) if not conn.is_closed()]
+        for conn in dropped:
+            conn.terminate()
+        if dropped:
+            log.warning("database_connections_dropped", extra={"count": len(dropped)})
+        return len(dropped)
+
     async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-        conn = await self._acquire()
+        # A connection the server ended while it sat idle in the pool (a restart, a terminated
+        # backend) still looks open until its close arrives after the server's goodbye; asyncpg
+        # then refuses to start a statement on it, before sending anything. Such a statement is
+        # sent on another connection; the refused one is closed, never handed out again.
+        tries = self.budget.most + 1
+        for attempt in range(1, tries + 1):
+            conn = await self._acquire()
+            try:
+                return await work(conn)
+            except _CONNECTION_ERRORS as exc:
+                if attempt < tries and _never_sent(exc):
+                    log.info("database_connection_found_ended", extra={"error": str(exc)})
+                    continue
+                raise DatabaseUnavailable(f"database call failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                try:
+                    await self._release(conn)
+                finally:
+                    self.budget.give_back()
+        raise AssertionError("unreachable: the last try returns or raises")
+
+    async def _release(self, conn: asyncpg.Connection) -> None:
+        """Hands the connection back; one that cannot be reset is closed by the pool, never reused."""
+        # The statement's own outcome stands: a connection lost after it answered does not turn
+        # its answer into an error.
         try:
-            return await work(conn)
-        except _CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(f"database call failed: {type(exc).__name__}: {exc}") from exc
-        finally:
             await self.pool.release(conn)
-            await self.budget.give_back()
+        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
+            log.info("database_connection_dropped", extra={"error": f"{type(exc).__name__}: {exc}"})
 
     async def _acquire(self) -> asyncpg.Connection:
         """A connection of the pool; a refused one means waiting for one that works."""
@@ -145,10 +215,13 @@ class Postgres:
             except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
                 # Any refusal to connect means the database is unavailable for now, whatever its
                 # code: too many connections, a pooler's "max clients reached" (XX000), a restart.
-                if not await self.budget.give_back(refused=True):
+                if not self.budget.give_back(refused=True):
                     raise DatabaseUnavailable(
                         f"cannot get a database connection: {type(exc).__name__}: {exc}"
                     ) from exc
+            except BaseException:  # cancelled while connecting: what was taken is given back
+                self.budget.give_back()
+                raise
 
     async def fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
         """Every row the statement `name` returns."""

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 MAX_SOURCE_IMAGE_BYTES = 20 * 1024 * 1024
 # How long a cancelled row waits for a submission under way to answer and be recorded.
 SUBMIT_GRACE_S = 30.0
+# How often the id of a generation just started is offered again to a database that is away.
+RECORD_RETRY_S = 1.0
 
 
 async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSettings) -> JobOutcome:
@@ -186,13 +188,31 @@ class Generation:
             # the row goes back to wait, and the replica claims no more until the server is back.
             self.clients.ai_state.set_problem(f"the AI server does not take submissions: {exc}")
             raise AIServerUnreachable(str(exc)) from exc
-        if not await self.settings.retry.call(
-            lambda: self.clients.db.record_task_id(self.job.model_id, self.settings.owner, task_id)
-        ):
-            raise LeaseLost
+        await self._record_task_id(task_id)
         self.task_id = task_id
         self._set_deadline(time.monotonic() + self.settings.generation_timeout_s)
         log.info("job_submitted", extra={"ai_task_id": task_id, "task": request.model.task})
+
+    async def _record_task_id(self, task_id: str) -> None:
+        """Stores the id of the generation just started, waiting out a database that is away."""
+        # Handing the row back instead would have the replica that takes it up start a second
+        # generation: the id is offered again every RECORD_RETRY_S until the database takes it,
+        # so that it is stored within a second of the database answering again.
+        tries = 0
+        while True:
+            try:
+                recorded = await self.clients.db.record_task_id(
+                    self.job.model_id, self.settings.owner, task_id
+                )
+            except DatabaseUnavailable as exc:
+                tries += 1
+                if tries == 1 or tries % 30 == 0:
+                    log.warning("task_id_not_stored_yet", extra={"ai_task_id": task_id, "error": str(exc)})
+                await asyncio.sleep(RECORD_RETRY_S)
+                continue
+            if not recorded:
+                raise LeaseLost
+            return
 
     async def _source_image(self, image: SourceImage) -> ImageFile:
         dest = self._spooled(f"source-{image.filename}")

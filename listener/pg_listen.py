@@ -33,8 +33,12 @@ class PgListener:
         check_interval_s: float = 10.0,
         check_timeout_s: float = 5.0,
         max_backoff_s: float = 10.0,
+        on_silent: Callable[[], object] | None = None,
     ) -> None:
         self._database_url = database_url
+        # Told when the connection stops answering (a check timed out): the link to the
+        # database went silent, and the pool's connections, on the same link, with it.
+        self._on_silent = on_silent
         self._check_interval_s = check_interval_s
         self._check_timeout_s = check_timeout_s
         self._max_backoff_s = max_backoff_s
@@ -94,9 +98,14 @@ class PgListener:
                 raise ConnectionError("the LISTEN connection was closed")
             except TimeoutError:
                 pass
-            listening = await asyncio.wait_for(
-                conn.fetch(query("listening_channels")), timeout=self._check_timeout_s
-            )
+            try:
+                listening = await asyncio.wait_for(
+                    conn.fetch(query("listening_channels")), timeout=self._check_timeout_s
+                )
+            except TimeoutError:
+                if self._on_silent is not None:
+                    self._on_silent()
+                raise
             if not channels <= {r["channel"] for r in listening}:
                 raise ConnectionError("the LISTEN connection no longer listens to its channels")
 

@@ -258,6 +258,13 @@ UPDATE listener.jobs SET
 WHERE model_id = $1 AND push_owner = $2
 RETURNING model_id;
 
+-- name: push_extend
+-- $1 model id, $2 claim id, $3 lease seconds. Keeps the claim of an attempt under way alive,
+-- so that only the claim of a replica that died runs out.
+UPDATE listener.jobs SET push_lease_expires_at = now() + make_interval(secs => $3)
+WHERE model_id = $1 AND push_owner = $2
+RETURNING model_id;
+
 -- name: push_release
 -- $1 model id, $2 claim id. Hands the push back for a later sweep (FCM unreachable now).
 UPDATE listener.jobs SET push_result = 'retry', push_owner = NULL, push_lease_expires_at = NULL

@@ -183,7 +183,7 @@ async def serve(
             )
             supervisor = Supervisor(
                 db,
-                PgListener(settings.database_url),
+                PgListener(settings.database_url, on_silent=pg.drop_connections),
                 _supervisor_settings(settings, owner, sweep_interval_s),
                 run_job=functools.partial(
                     run_job, clients=clients, settings=_generation_settings(settings, owner, retry)

@@ -44,7 +44,7 @@ async def read_status(database_url: str) -> StatusReport:
     for secret in url_secrets(database_url):
         register_secret(secret)
     try:
-        conn = await asyncpg.connect(**connect_kwargs(database_url), timeout=CONNECT_TIMEOUT_S)
+        conn = await asyncpg.connect(**{**connect_kwargs(database_url), "timeout": CONNECT_TIMEOUT_S})
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StatusUnavailable(f"cannot reach the database at {safe_url}: {_reason(exc)}") from exc
     try:

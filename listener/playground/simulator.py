@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,12 +38,15 @@ class SimulatorConfig:
 
     duration_s: float = 3.0  # from submission to the final status
     duration_spread_s: float = 0.0  # each task takes up to this much longer, fixed by its id
+    # A task whose prompt is a key takes that long instead of duration_s.
+    durations_by_prompt: dict[str, float] = field(default_factory=dict)
     pending_fraction: float = 0.2  # share of duration_s spent PENDING
     progress_dips: bool = True  # every 4th IN_PROGRESS poll reports a little less than the last
     force_outcome: str | None = None  # "SUCCEEDED", "FAILED" or "CANCELED" for every new task
     failure_message: str = "The prompt was rejected by the content filter."
     relative_urls: bool = False  # file URLs as "/files/<name>" (older builds)
     lose_files_next_n: int = 0  # the next N result files are gone (served elsewhere) when asked for
+    lose_files_kind: str | None = None  # ... only files of this kind ("glb", "stl") when set
     legacy_task_id_top_level: bool = False  # submit answer carries task_id beside data
     stl_enabled: bool = True
     thumbnail_enabled: bool = True
@@ -53,10 +57,12 @@ class SimulatorConfig:
     bad_glb: bool = False  # serve bytes that are not a GLB
     truncated_glb: bool = False  # serve a GLB shorter than its header declares
     fail_polls_next_n: int = 0  # the next N polls fail ...
+    poll_failure_rate: float = 0.0  # ... and, beyond those, each poll with this chance ...
     poll_error_status: int = 503  # ... with this status,
     poll_drop_connection: bool = False  # ... or by closing the connection without an answer
     fail_submits_next_n: int = 0  # the next N submits fail ...
     submit_error_status: int = 502  # ... with this status (502 upstream error, 504 timeout)
+    submit_delay_s: float = 0.0  # each accepted submission is answered this much later (its task runs)
     down: bool = False  # every request answers 503
 
 
@@ -72,6 +78,7 @@ class Submission:
     image_content_type: str | None = None
     has_authorization: bool = False
     has_metadata_user_id: bool = False
+    received_at: float = 0.0  # time.time() when it arrived: its task runs from then on
 
 
 @dataclass
@@ -110,12 +117,14 @@ def _require_common(fields: dict[str, Any]) -> None:
 class AISimulator:
     """The simulated AI server: submit, poll and serve-once files over real HTTP."""
 
-    def __init__(self, config: SimulatorConfig | None = None) -> None:
-        """Create a simulator; `start()` makes it listen."""
+    def __init__(self, config: SimulatorConfig | None = None, seed: int | None = None) -> None:
+        """Create a simulator; `start()` makes it listen. `seed` fixes which polls fail by chance."""
         self.config = config or SimulatorConfig()
         self.submissions: list[Submission] = []
         self.polls: collections.Counter[str] = collections.Counter()
+        self._random = random.Random(seed)
         self.file_fetches: collections.Counter[str] = collections.Counter()
+        self.answered_down = 0  # requests answered 503 because the server was down
         self.produced: dict[str, dict[str, bytes]] = {}
         self._tasks: dict[str, _Task] = {}
         self._files: dict[str, _File] = {}
@@ -159,6 +168,7 @@ class AISimulator:
     @web.middleware
     async def _down_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.config.down:
+            self.answered_down += 1
             return _error(503, _ERROR_TEXT[503])
         return await handler(request)
 
@@ -180,10 +190,14 @@ class AISimulator:
         metadata = submission.fields["metadata"]
         submission.has_authorization = hdrs.AUTHORIZATION in request.headers
         submission.has_metadata_user_id = metadata.get("user_id") is not None
+        submission.received_at = time.time()
         self.submissions.append(submission)
         self._tasks[submission.task_id] = _Task(
             submission, time.monotonic(), self._choose_outcome(submission)
         )
+        if cfg.submit_delay_s > 0:  # the task is under way; only the answer is late
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), cfg.submit_delay_s)
         data: dict[str, Any] = {"task_id": submission.task_id, "status": "PENDING", "progress": 0}
         if cfg.legacy_task_id_top_level:
             del data["task_id"]
@@ -246,6 +260,10 @@ class AISimulator:
         self.polls[task_id] += 1
         if cfg.fail_polls_next_n > 0:
             cfg.fail_polls_next_n -= 1
+            injected = True
+        else:
+            injected = self._random.random() < cfg.poll_failure_rate
+        if injected:
             if cfg.poll_drop_connection and request.transport is not None:
                 request.transport.close()
             return _error(cfg.poll_error_status, "Injected failure")
@@ -263,7 +281,11 @@ class AISimulator:
 
     def _status_of(self, task: _Task) -> tuple[str, float]:
         share = hashlib.sha256(task.submission.task_id.encode()).digest()[0] / 255
-        duration = self.config.duration_s + self.config.duration_spread_s * share
+        prompt = task.submission.fields.get("prompt")
+        base = self.config.duration_s
+        if isinstance(prompt, str):
+            base = self.config.durations_by_prompt.get(prompt, base)
+        duration = base + self.config.duration_spread_s * share
         elapsed = time.monotonic() - task.submitted_at
         if elapsed >= duration:
             if task.outcome == "SUCCEEDED":
@@ -313,12 +335,11 @@ class AISimulator:
     def _result_fields(self, request: web.Request, task_id: str, task: _Task) -> dict[str, Any]:
         prefix = "" if self.config.relative_urls else str(request.url.origin())
         urls = {kind: f"{prefix}/files/{name}" for kind, name in task.files.items()}
-        digest = hashlib.sha256(task_id.encode()).digest()
         fields: dict[str, Any] = {
             "glb_download_url": urls["glb"],
             "download_url": urls["glb"],
             "result_glb_url": f"https://assets.meshy.example/sim/{task_id}/model.glb",
-            "dimensions": {"x": 50.0 + digest[0], "y": 50.0 + digest[1], "z": 50.0 + digest[2]},
+            "dimensions": self.dimensions(task_id),
         }
         if self.config.stl_enabled and "stl" in urls:
             fields["stl_download_url"] = urls["stl"]
@@ -327,6 +348,12 @@ class AISimulator:
         if self.config.thumbnail_enabled and "thumbnail" in urls:
             fields["thumbnail_download_url"] = urls["thumbnail"]
         return fields
+
+    @staticmethod
+    def dimensions(task_id: str) -> dict[str, float]:
+        """The model's size the server reports for a task (fixed by its id)."""
+        digest = hashlib.sha256(task_id.encode()).digest()
+        return {"x": 50.0 + digest[0], "y": 50.0 + digest[1], "z": 50.0 + digest[2]}
 
     def _raw(self, task_id: str, task: _Task, status: str, progress: float) -> dict[str, Any]:
         fields = task.submission.fields
@@ -351,7 +378,8 @@ class AISimulator:
         name = request.match_info["name"]
         self.file_fetches[name] += 1
         stored = self._files.get(name)
-        if stored is not None and stored.kind != "thumbnail" and self.config.lose_files_next_n > 0:
+        lost_kinds = {self.config.lose_files_kind} if self.config.lose_files_kind else {"glb", "stl"}
+        if stored is not None and stored.kind in lost_kinds and self.config.lose_files_next_n > 0:
             self.config.lose_files_next_n -= 1
             self._delete_file(name)
             stored = None

@@ -3,11 +3,13 @@
 Once holds across crashes and replicas because every step is guarded in the database:
 an attempt first claims the row's push (a unique claim id with a lease); the notification
 row is inserted by the statement that sets its marker; the push step ends with
-`push_sent_at` set by the holder of the claim. A replica that dies leaves a claim whose
-lease runs out; `sweep()` on any replica then finishes what is missing, skipping the
-notification row if its marker is set. The one window left is a death after FCM
-accepted a message and before `push_sent_at` was written: the message is sent again,
-and its collapse id makes the device replace the first one rather than show two.
+`push_sent_at` set by the holder of the claim. The attempt keeps extending its claim's
+short lease while it runs, so that a replica that dies leaves a claim that runs out within
+a minute; `sweep()` on any replica then finishes what is missing, skipping the notification
+row if its marker is set. A database that is away while an attempt ends is waited for, not
+given up on. The one window left is a death after FCM accepted a message and before
+`push_sent_at` was written: the message is sent again, and its collapse id makes the device
+replace the first one rather than show two.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from listener.errors import PushUndelivered, TransientError
+from listener.errors import DatabaseUnavailable, PushUndelivered, TransientError
 from listener.logs import current_model_id
 from listener.metrics import Metrics
 from listener.model import FinishedModel
@@ -33,7 +35,11 @@ T = TypeVar("T")
 RELATED_TYPE = "ai_model"
 # How often pushes that a crashed replica left unsent are looked for, and how many
 # batches one look takes at most.
-SWEEP_INTERVAL_S = 60.0
+SWEEP_INTERVAL_S = 15.0
+# How long a push claim lasts unless the attempt holding it extends it (four times a lease).
+PUSH_LEASE_S = 60.0
+# How soon a claim that could not be extended, or an end that could not be written, is tried again.
+DATABASE_RETRY_S = 1.0
 SWEEP_BATCHES = 20
 # A push stays far below FCM's 4 KB even in three-byte characters; the row keeps all.
 PUSH_TITLE_MAX = 200
@@ -89,9 +95,10 @@ class PushNotifier:
         self.sender = sender
         self.texts = texts
         self.retry = retry
-        # A claim outlives the longest attempt: every retry, then a minute to spare.
-        self.lease_s = lease_s if lease_s is not None else retry.deadline_s + 120.0
-        self.attempt_timeout_s = max(self.lease_s - 60.0, self.lease_s / 2)
+        # A claim lasts a minute unless extended: its attempt extends it while it runs.
+        self.lease_s = lease_s if lease_s is not None else PUSH_LEASE_S
+        # An attempt lasts at most every retry, then a minute to spare.
+        self.attempt_timeout_s = retry.deadline_s + 60.0
         self.max_attempts = max_attempts
         self.max_age_s = max_age_s
         self.sweep_batch = sweep_batch
@@ -179,14 +186,32 @@ class PushNotifier:
 
     async def _handle(self, push: ClaimedPush, claim_id: str) -> None:
         deadline = asyncio.timeout(self.attempt_timeout_s)
+        keeper = asyncio.create_task(
+            self._keep_claim(push.model_id, claim_id), name=f"push-claim-{push.model_id}"
+        )
         try:
             async with deadline:
                 await self._notify(push, claim_id)
         except TimeoutError:
             if not deadline.expired():
                 raise
-            # Stopped before the lease runs out; the sweep takes the row up once it has.
+            # Its claim is no longer extended; the sweep takes the row up once it runs out.
             log.error("push_timed_out", extra={"timeout_s": self.attempt_timeout_s})
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+
+    async def _keep_claim(self, model_id: uuid.UUID, claim_id: str) -> None:
+        """Extends the attempt's claim while it runs: only the claim of a replica that died runs out."""
+        wait_s = self.lease_s / 4
+        while True:
+            await asyncio.sleep(wait_s)
+            try:
+                if not await self.store.extend(model_id, claim_id, self.lease_s):
+                    return  # taken over: the attempt finds out at its next write
+                wait_s = self.lease_s / 4
+            except TransientError:
+                wait_s = min(DATABASE_RETRY_S, self.lease_s / 4)  # extended as soon as the database is back
 
     async def _notify(self, push: ClaimedPush, claim_id: str) -> None:
         words = self.texts.render(push.outcome, push.model_name, push.error_message)
@@ -206,7 +231,7 @@ class PushNotifier:
             await self._db(lambda: self.store.release(push.model_id, claim_id))
             log.warning("push_deferred", extra={"attempt": push.attempts})
             return
-        if not await self._db(lambda: self.store.finish(push.model_id, claim_id, result)):
+        if not await self._db_until_back(lambda: self.store.finish(push.model_id, claim_id, result)):
             log.warning("push_claim_lost", extra={"step": "finish"})
             return
         log.info("push_done", extra={"result": result, "attempt": push.attempts})
@@ -307,6 +332,18 @@ class PushNotifier:
 
     async def _db(self, fn: Callable[[], Awaitable[T]]) -> T:
         return await self.retry.call(fn)
+
+    async def _db_until_back(self, fn: Callable[[], Awaitable[T]]) -> T:
+        """A write recording what was sent: the database is waited for, or the sweep would send it again."""
+        told = False
+        while True:
+            try:
+                return await fn()
+            except DatabaseUnavailable as exc:
+                if not told:
+                    log.warning("push_end_waits_for_database", extra={"error": str(exc)})
+                    told = True
+                await asyncio.sleep(DATABASE_RETRY_S)
 
 
 def _claim_id() -> str:

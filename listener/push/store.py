@@ -121,6 +121,10 @@ class PushStore:
         """Ends the push step with `result`; False if the claim was no longer ours."""
         return await self.pg.fetchrow("push_done", model_id, claim_id, result) is not None
 
+    async def extend(self, model_id: uuid.UUID, claim_id: str, lease_s: float) -> bool:
+        """Extends the claim of an attempt under way by `lease_s`; False if it is no longer ours."""
+        return await self.pg.fetchrow("push_extend", model_id, claim_id, lease_s) is not None
+
     async def release(self, model_id: uuid.UUID, claim_id: str) -> bool:
         """Hands the push back to a later sweep."""
         return await self.pg.fetchrow("push_release", model_id, claim_id) is not None

@@ -12,28 +12,38 @@ from tests.support.stack import Stack, running_listener, wait_for_status, wait_u
 
 
 async def test_owner_cancels_mid_poll_and_work_stops(stack: Stack) -> None:
-    stack.simulator.config.duration_s = 3
+    stack.simulator.config.durations_by_prompt = {"a slow boat": 60}  # still generating at the end
     owner = uuid.uuid4()
     conn = await asyncpg.connect(stack.db_url)
     try:
         async with running_listener(stack.settings()):
             async with as_app_user(conn, owner):
-                model_id = await insert_model(conn, owner)
+                model_id = await insert_model(conn, owner, prompt="a slow boat")
             await wait_until(
                 conn, "SELECT ai_task_id IS NOT NULL FROM listener.jobs WHERE model_id = $1", model_id
             )
+            [cancelled_task] = [s.task_id for s in stack.simulator.submissions]
             async with as_app_user(conn, owner):
                 await conn.execute(
                     "UPDATE public.ai_generated_models SET status = 'cancelled' WHERE id = $1", model_id
                 )
-            await asyncio.sleep(0.3)
-            polls_after_cancel = sum(stack.simulator.polls.values())
-            await asyncio.sleep(3.5)  # past the moment the generation would have finished
+            # Rows asked for after the cancel, each run to its end: the cancelled task, still
+            # generating, is not polled while the second one runs (no timing: only the order
+            # of events counts).
+            polls_seen = []
+            for n in range(2):
+                async with as_app_user(conn, owner):
+                    later = await insert_model(conn, owner, prompt=f"a boat asked for later {n}")
+                assert (await wait_for_status(conn, [later]))[later]["status"] == "completed"
+                polls_seen.append(stack.simulator.polls[cancelled_task])
             row = await conn.fetchrow("SELECT * FROM public.ai_generated_models WHERE id = $1", model_id)
+            told = await conn.fetchval(
+                "SELECT count(*) FROM public.notifications WHERE related_id = $1", str(model_id)
+            )
     finally:
         await conn.close()
-    assert sum(stack.simulator.polls.values()) == polls_after_cancel
-    assert (row["status"], row["download_url"], row["completed_at"]) == ("cancelled", None, None)
+    assert polls_seen[0] == polls_seen[1]
+    assert (row["status"], row["download_url"], row["completed_at"], told) == ("cancelled", None, None, 0)
     assert not [key for _, key in stack.s3.requests if str(model_id) in key]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import asyncpg
@@ -62,7 +63,7 @@ async def test_text_and_image_requests_complete_with_every_column_right(stack: S
         assert row["stl_storage_path"] == f"{user}/generated-models/{model_id}.stl"
         assert row["stl_download_url"] == f"{public}/{user}/generated-models/{model_id}.stl"
         assert row["thumbnail_url"] == f"{public}/{user}/thumbnails/{model_id}.png"
-        assert row["model_dimensions"] is not None
+        assert json.loads(row["model_dimensions"]) == stack.simulator.dimensions(task_id)
         assert task_id in row["generation_metadata"]
 
         assert stack.s3.read_object(glb_key) == produced["glb"]

@@ -14,7 +14,14 @@ import asyncpg
 
 from listener.playground.embedded import free_port
 from tests.support.database import as_app_user, insert_model
-from tests.support.stack import Stack, listener_process, running_listener, wait_for_status, wait_until
+from tests.support.stack import (
+    Stack,
+    listener_process,
+    running_listener,
+    wait_for_readiness,
+    wait_for_status,
+    wait_until,
+)
 
 
 async def insert_rows(conn: asyncpg.Connection, count: int, users: int = 5) -> list[uuid.UUID]:
@@ -59,13 +66,15 @@ async def test_listener_killed_mid_poll_resumes_without_submitting_again(
 async def test_two_replicas_share_thirty_rows_each_submitted_once(stack: Stack, tmp_path: Path) -> None:
     conn = await asyncpg.connect(stack.db_url)
     try:
+        other_port = free_port()
         async with (
             listener_process(stack, tmp_path / "a.log", LISTENER_CONCURRENCY="8"),
             listener_process(
-                stack, tmp_path / "b.log", LISTENER_CONCURRENCY="8", LISTENER_HTTP_PORT=str(free_port())
+                stack, tmp_path / "b.log", LISTENER_CONCURRENCY="8", LISTENER_HTTP_PORT=str(other_port)
             ),
         ):
-            await asyncio.sleep(1.0)  # both are listening
+            await wait_for_readiness(stack.http_port)  # both are listening
+            await wait_for_readiness(other_port)
             ids = await insert_rows(conn, 30)
             rows = await wait_for_status(conn, ids, timeout_s=60)
     finally:
@@ -82,7 +91,8 @@ async def test_terminated_connections_lose_no_row(stack: Stack) -> None:
     stack.simulator.config.duration_s = 2
     conn = await asyncpg.connect(stack.db_url)
     try:
-        # No periodic sweep: the late row can only be found by the look that follows a reconnect.
+        # No periodic sweep. The late row is found by its notification or by the look after the
+        # reconnect (rows finishing wake the claims too); test_leases.py checks that look alone.
         async with running_listener(stack.settings(), sweep_interval_s=3600) as listener:
             ids = await insert_rows(conn, 5)
             await wait_until(conn, "SELECT count(*) = 5 FROM listener.jobs WHERE ai_task_id IS NOT NULL")

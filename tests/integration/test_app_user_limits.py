@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from listener.db import Database
-from tests.support.database import as_app_user, insert_model
+from tests.support.database import as_app_user, insert_model, wait_for_lock_wait
 
 ADA = uuid.UUID("11111111-1111-1111-1111-111111111111")
 BO = uuid.UUID("22222222-2222-2222-2222-222222222222")
@@ -89,8 +89,12 @@ async def test_two_requests_at_once_cannot_both_take_the_last_place(
         await conn.execute("SET LOCAL ROLE authenticated")
         await insert_model(conn, ADA)
         second = asyncio.create_task(insert_as(other, ADA))
-        await asyncio.sleep(0.2)
-        assert not second.done()  # waits for the first request of the same user
+        watcher = await asyncpg.connect(db_url)  # `conn` acts as the app user: it cannot see others wait
+        try:
+            await wait_for_lock_wait(watcher)  # the second request waits for the first of the same user
+        finally:
+            await watcher.close()
+        assert not second.done()
         await first.commit()
         with pytest.raises(asyncpg.CheckViolationError, match="you already have 1 models"):
             await asyncio.wait_for(second, timeout=10)

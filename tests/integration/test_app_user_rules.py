@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from tests.support.database import as_app_user, insert_model
+from tests.support.realtime import RealtimeTap
 
 ADA = uuid.UUID("11111111-1111-1111-1111-111111111111")
 BO = uuid.UUID("22222222-2222-2222-2222-222222222222")
@@ -31,9 +32,14 @@ async def notifications_after(
     try:
         await listener.add_listener(channel, lambda *a: heard.put_nowait(a[3]))
         await action.execute(statement, *args)
-        # A NOTIFY sent by a committed statement arrives promptly; give it a moment.
-        await asyncio.sleep(0.2)
-        return [heard.get_nowait() for _ in range(heard.qsize())]
+        # Notifications arrive in commit order: all that the statement sent come before a
+        # sentinel sent once it has committed.
+        sentinel = f"sentinel-{uuid.uuid4()}"
+        await listener.execute("SELECT pg_notify($1, $2)", channel, sentinel)
+        payloads = []
+        while (payload := await asyncio.wait_for(heard.get(), timeout=10)) != sentinel:
+            payloads.append(payload)
+        return payloads
     finally:
         await listener.close()
 
@@ -226,19 +232,13 @@ async def test_app_user_rules_hold_on_the_existing_app_schema(app_db_url: str) -
 
 async def test_progress_update_reaches_the_realtime_publication(conn: asyncpg.Connection) -> None:
     model_id = await insert_model(conn, ADA)
-    slot = f"realtime_{uuid.uuid4().hex[:8]}"
-    await conn.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot)
+    tap = RealtimeTap(conn)
+    await tap.open()
     try:
         await conn.execute("UPDATE public.ai_generated_models SET progress = 42 WHERE id = $1", model_id)
-        changes = await conn.fetch(
-            "SELECT data FROM pg_logical_slot_get_binary_changes($1, NULL, NULL, "
-            "'proto_version', '1', 'publication_names', 'supabase_realtime')",
-            slot,
-        )
+        changes = await tap.updates()
     finally:
-        await conn.execute("SELECT pg_drop_replication_slot($1)", slot)
-    kinds = [bytes(r["data"][:1]) for r in changes]
-    # pgoutput: R describes the relation, U carries the updated row with its new values.
-    assert b"R" in kinds and b"U" in kinds
-    update = next(bytes(r["data"]) for r in changes if r["data"][:1] == b"U")
-    assert str(model_id).encode() in update and b"42" in update
+        await tap.close()
+    # What Realtime streams: the updated row, its columns decoded, with the new progress.
+    [update] = [c for c in changes if c["id"] == str(model_id) and c["progress"] == "42"]
+    assert (update["user_id"], update["status"]) == (str(ADA), "pending")

@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 
 from listener.db import Database
-from tests.support.database import insert_model
+from tests.support.database import insert_model, wait_for_lock_wait
 
 OWNER = "replica-a:1:abc"
 
@@ -25,8 +25,9 @@ async def test_a_cancel_committed_while_a_claim_waits_is_not_claimed(db_url: str
                 "UPDATE public.ai_generated_models SET status = 'cancelled' WHERE id = $1", model_id
             )
             claim = asyncio.create_task(db.claim(OWNER, 5, 5, 30))
-            await asyncio.sleep(0.3)
-            assert not claim.done()  # waiting for the row
+            # The race is on: the claim's statement waits for the job row the cancel holds.
+            await wait_for_lock_wait(conn, "listener")
+            assert not claim.done()
             await cancelling.commit()
             claimed = await asyncio.wait_for(claim, timeout=10)
         job = await conn.fetchrow(

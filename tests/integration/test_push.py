@@ -21,12 +21,12 @@ import pytest
 
 from listener.db import Database
 from listener.errors import ConfigError
+from listener.logs import JsonFormatter
 from listener.model import FinishedModel, Results
 from listener.push.fcm import FcmSender
 from listener.push.notifier import PushNotifier
 from listener.push.store import PushStore
 from listener.push.texts import NotificationTexts
-from listener.redact import scrub
 from listener.retry import RetryPolicy
 from listener.service import serve
 from tests.support.database import APP_TEMPLATE, FRESH_TEMPLATE, as_app_user, database_from, insert_model
@@ -136,6 +136,25 @@ async def job(conn: asyncpg.Connection, model_id: uuid.UUID) -> asyncpg.Record:
     return row
 
 
+def authorization(headers: dict[str, str]) -> str | None:
+    """The Authorization header of a request, whatever the case of its name."""
+    return next((v for k, v in headers.items() if k.lower() == "authorization"), None)
+
+
+class JsonLines(logging.Handler):
+    """Every record, formatted as the listener writes its log (JSON, secrets scrubbed)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(JsonFormatter())
+        self.lines: list[str] = []
+        self.raw: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.raw.append(f"{record.getMessage()} {record.__dict__}")
+        self.lines.append(self.format(record))
+
+
 def fcm_body(token: str, model_id: uuid.UUID, kind: str, title: str, body: str) -> dict[str, Any]:
     """The exact request body FCM must receive."""
     return {
@@ -211,7 +230,9 @@ async def test_three_tokens_get_two_exact_pushes_and_the_dead_one_is_deactivated
                 for token in ("token-phone", "token-tablet")
             ]
             assert sorted(r.token for r in fcm.requests) == ["token-dead", "token-phone", "token-tablet"]
-            assert {r.http_version for r in fcm.requests} == {"HTTP/1.1"}
+            # Each went with the access token the OAuth endpoint issued for this service account.
+            assert [fcm.token_requests, len(fcm.issued)] == [1, 1]
+            assert {authorization(r.headers) for r in fcm.requests} == {f"Bearer {t}" for t in fcm.issued}
             assert fcm.token_requests == 1
 
             rows = await conn.fetch(
@@ -612,14 +633,31 @@ def test_texts_come_from_the_environment_and_a_bad_template_is_named() -> None:
 async def test_private_key_and_access_token_never_reach_a_log_line(
     conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender, credentials_path: Path
 ) -> None:
+    """A push logged at DEBUG, every library's records included, FCM quoting the token in its error."""
+    fcm.always = (403, None, "The caller does not have permission")
+    fcm.echo_authorization = True
     user = await add_user(conn, ["token-1"])
-    await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(
-        await finish_row(conn, db, user)
-    )
+    finished = await finish_row(conn, db, user)
+    log_lines = JsonLines()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(log_lines)
+    root.setLevel(logging.DEBUG)
+    try:
+        await PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT).model_finished(finished)
+    finally:
+        root.removeHandler(log_lines)
+        root.setLevel(level)
     info = json.loads(await asyncio.to_thread(credentials_path.read_text))
     [access_token] = fcm.issued
-    for secret in (info["private_key"], json.dumps(info["private_key"])[1:-1], access_token):
-        assert scrub(f"x {secret} y") == "x *** y"
+    pem_line = info["private_key"].splitlines()[1]  # one line of the key's body
+    secrets = [info["private_key"], json.dumps(info["private_key"])[1:-1], pem_line, access_token]
+    # The log said what happened, and the access token did reach a log call (in FCM's words)...
+    assert any('"push_config_error"' in line for line in log_lines.lines)
+    assert any(access_token in raw for raw in log_lines.raw)
+    # ...yet no line written carries a secret.
+    assert [s for s in secrets if any(s in line for line in log_lines.lines)] == []
+    assert (await job(conn, finished.model_id))["push_result"] == "config_error"
 
 
 async def test_a_bad_credentials_file_is_a_config_error(tmp_path: Path) -> None:

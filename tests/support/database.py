@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -98,3 +100,20 @@ async def insert_model(
         status,
     )
     return model_id
+
+
+async def wait_for_lock_wait(
+    conn: asyncpg.Connection, application_name: str | None = None, timeout_s: float = 10
+) -> None:
+    """Waits until another session of this database waits for a lock (of `application_name`, if given)."""
+    deadline = time.monotonic() + timeout_s
+    # Inside a transaction pg_stat_activity is read once and kept: each look takes a fresh one.
+    while await conn.execute("SELECT pg_stat_clear_snapshot()") and not await conn.fetchval(
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' "
+        "AND ($1::text IS NULL OR application_name = $1)",
+        application_name,
+    ):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no session waited for a lock within {timeout_s} s")
+        await asyncio.sleep(0.01)

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import json
 import secrets
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ class FcmRequest:
     status: int
     http_version: str
     headers: dict[str, str]
+    received_at: float = field(default_factory=time.time)
 
     @property
     def token(self) -> str:
@@ -85,6 +87,9 @@ class FakeFcm:
     down: bool = False
     # Every message request answers this error (status, FCM code, message) while set.
     always: tuple[int, str | None, str] | None = None
+    # Error answers quote the request's Authorization header, as some proxies' do: whatever
+    # the listener logs of an error must not carry the access token.
+    echo_authorization: bool = False
     # While set and not yet released, token requests wait (a process can be killed there).
     token_gate: asyncio.Event | None = None
     requests: list[FcmRequest] = field(default_factory=list)
@@ -190,6 +195,11 @@ class FakeFcm:
         body = await request.json()
         version = f"HTTP/{request.version.major}.{request.version.minor}"
         status, answer = self._answer(request, body)
+        if status != 200 and self.echo_authorization:
+            error = answer["error"]
+            error["message"] = (
+                f"{error['message']} (request authorization: {request.headers.get('Authorization')})"
+            )
         self.requests.append(FcmRequest(body, status, version, dict(request.headers)))
         return web.json_response(answer, status=status)
 

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 
 from listener.playground.embedded import free_port
@@ -162,4 +163,22 @@ async def wait_until(conn: asyncpg.Connection, sql: str, *args: object, timeout_
     while not await conn.fetchval(sql, *args):
         if time.monotonic() > deadline:
             raise AssertionError(f"not true within {timeout_s} s: {sql}")
+        await asyncio.sleep(0.05)
+
+
+async def readiness(port: int) -> int:
+    """The status of /readyz on `port`; 0 while nothing answers there yet."""
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/readyz") as response:
+            return response.status
+    except aiohttp.ClientConnectionError:
+        return 0
+
+
+async def wait_for_readiness(port: int, status: int = 200, timeout_s: float = 20) -> None:
+    """Waits until /readyz answers `status` (200: started, LISTEN registered). Fails after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while (current := await readiness(port)) != status:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"/readyz stayed {current} for {timeout_s} s, expected {status}")
         await asyncio.sleep(0.05)

@@ -121,6 +121,8 @@ class FakeJobStore:
         self.claim_errors: list[BaseException] = []  # raised by the next claims, one each
         self.claims: list[tuple[str, int, int, float]] = []
         self.renewals: list[list[uuid.UUID]] = []
+        self.renewal_leases: list[float] = []  # the lease asked for by each renewal
+        self.give_up_after: list[int] = []  # the most claims each give_up_jobs was told
         self.released_owners: list[str] = []
         self.given_up: list[FinishedModel] = []  # returned by the next give_up_jobs
 
@@ -235,6 +237,7 @@ class FakeJobStore:
         self, owner: str, model_ids: Sequence[uuid.UUID], lease_s: float
     ) -> set[uuid.UUID]:
         self.renewals.append(list(model_ids))
+        self.renewal_leases.append(lease_s)
         if "renew_leases" in self.unavailable:
             raise DatabaseUnavailable("renew_leases: the database is unreachable")
         return {model_id for model_id in model_ids if self._ours(model_id, owner) is not None}
@@ -247,6 +250,7 @@ class FakeJobStore:
         return len(mine)
 
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
+        self.give_up_after.append(max_claims)
         given_up, self.given_up = self.given_up, []
         return given_up
 

@@ -292,12 +292,23 @@ async def test_a_row_no_longer_ours_at_completion_ends_as_lost(world: World) -> 
     assert world.row.status == "pending"
 
 
-@pytest.mark.parametrize("method", ["record_task_id", "complete"])
-async def test_an_unreachable_database_hands_the_job_back(world: World, method: str) -> None:
-    world.store.unavailable = {method}
+async def test_an_unreachable_database_hands_the_job_back(world: World) -> None:
+    world.store.unavailable = {"complete"}
     assert await world.run() == JobOutcome("released")
     assert world.store.writes_of("release_lease") == [OWNER]
     assert world.row.owner is None and world.row.status == "pending"
+
+
+async def test_the_task_id_of_a_generation_just_started_is_stored_once_the_database_is_back(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handed back instead, the row would be submitted again by the replica that takes it up."""
+    monkeypatch.setattr("listener.generation.RECORD_RETRY_S", 0.01, raising=False)
+    world.store.unavailable = {"record_task_id"}
+    asyncio.get_running_loop().call_later(0.2, world.store.unavailable.clear)  # the database is back
+    assert (await world.run()).outcome == "completed"
+    assert world.ai.submit_count == 1
+    assert world.store.writes_of("release_lease") == []
 
 
 async def test_a_database_away_while_polls_fail_hands_the_job_back_instead_of_failing_it(

@@ -171,7 +171,7 @@ async def test_an_upload_refused_for_the_setup_holds_the_row_until_storage_is_fi
     refusal = PermanentError("Storage refused the upload: the bucket does not exist.", kind=STORAGE_SETUP)
     row.storage.upload_errors = [refusal]
     running = asyncio.create_task(row.run())
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(row.clients.storage_state.wait_unusable(), SAFETY_S)  # the row met the refusal
     assert not running.done()
     assert row.clients.storage_state.problem == "Storage refused the upload: the bucket does not exist"
     row.clients.storage_state.update(None)  # the replica's check finds it fixed
