@@ -314,6 +314,10 @@ class Database:
         """Hands one job back so that a replica can take it up again."""
         await self.pg.execute("release_lease", model_id, owner)
 
+    async def abandoned(self, model_id: uuid.UUID) -> bool:
+        """True when no replica will complete the row: its job was cancelled, failed or deleted."""
+        return bool(await self.pg.fetchval("job_abandoned", model_id))
+
     async def record_task_id(self, model_id: uuid.UUID, owner: str, task_id: str) -> bool:
         """Stores the AI task id before the first poll; False if the job is no longer ours."""
         return await self._updated("record_task_id", model_id, owner, task_id)

@@ -8,7 +8,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ MAX_SOURCE_IMAGE_BYTES = 20 * 1024 * 1024
 SUBMIT_GRACE_S = 30.0
 # How often the id of a generation just started is offered again to a database that is away.
 RECORD_RETRY_S = 1.0
+# How long a stopped row may take to remove its uploads when no replica will complete it.
+DISCARD_GRACE_S = 10.0
 
 
 async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSettings) -> JobOutcome:
@@ -45,9 +47,16 @@ async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSetting
     generation = Generation(job, clients, settings, spool)
     try:
         finished = await generation.run()
+        if finished is None:  # no longer ours as it ended: cancelled by its owner, perhaps
+            await generation.discard_if_abandoned()
     except LeaseLost:
         log.info("job_lost")
+        await generation.discard_if_abandoned()
         return JobOutcome("lost")
+    except asyncio.CancelledError:
+        # Stopped from outside: cancelled by its owner, its lease lost, or the replica stopping.
+        await _seen_through(generation.discard_if_abandoned())
+        raise
     except DatabaseUnavailable:
         log.warning("job_released_database_unavailable")
         await _release_quietly(clients.db, job.model_id, settings.owner)
@@ -70,6 +79,14 @@ async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSetting
     if finished is None:
         return JobOutcome("lost")
     return JobOutcome(finished.status, finished, generation.failure_kind)
+
+
+async def _seen_through(work: Coroutine[Any, Any, None]) -> None:
+    """Runs `work` for up to DISCARD_GRACE_S although the caller is being cancelled."""
+    task = asyncio.ensure_future(work)
+    await asyncio.wait([task], timeout=DISCARD_GRACE_S)
+    if not task.done():
+        task.cancel()
 
 
 async def _release_quietly(db: JobStore, model_id: uuid.UUID, owner: str) -> None:
@@ -151,12 +168,27 @@ class Generation:
         metadata: dict[str, Any] = {"ai_task_id": self.task_id} if self.task_id else {}
         log.info("job_failed", extra={"reason": reason, "seconds": self._elapsed()})
         try:
-            return await self.settings.retry.call(
+            finished = await self.settings.retry.call(
                 lambda: self.clients.db.fail(self.job.model_id, self.settings.owner, reason, metadata)
             )
         except TransientError:
             log.warning("job_fail_not_recorded")
             return None
+        await self.discard_if_abandoned()  # a row that failed keeps none of its files
+        return finished
+
+    async def discard_if_abandoned(self) -> None:
+        """Removes what this coroutine uploaded when no replica will complete the row."""
+        # Not otherwise: a replica that took the row over uploads to the same paths and completes it.
+        if not self.results.uploaded:
+            return
+        try:
+            abandoned = await self.clients.db.abandoned(self.job.model_id)
+        except TransientError as exc:
+            log.warning("uploads_kept", extra={"error": str(exc)})
+            return
+        if abandoned:
+            await self.results.discard()
 
     # -- submit ---------------------------------------------------------------------------
 

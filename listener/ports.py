@@ -43,6 +43,9 @@ class JobStore(Protocol):
     async def release_lease(self, model_id: uuid.UUID, owner: str) -> None:
         """Hands one job back so that a replica can take it up again."""
 
+    async def abandoned(self, model_id: uuid.UUID) -> bool:
+        """True when no replica will complete the row: its job was cancelled, failed or deleted."""
+
 
 class LeaseStore(Protocol):
     """The supervisor's statements: claims and the leases that keep them."""
@@ -111,6 +114,9 @@ class ObjectStore(Protocol):
 
     async def download(self, path: str, dest: Path, max_bytes: int) -> int:
         """Writes the object at `path` to `dest`; returns its size."""
+
+    async def delete(self, path: str) -> None:
+        """Removes the object at `path`; none there is no error."""
 
     def public_url(self, path: str) -> str:
         """The object's public URL."""

@@ -124,6 +124,14 @@ RETURNING model_id;
 UPDATE listener.jobs SET lease_owner = NULL, lease_expires_at = NULL
 WHERE model_id = $1 AND lease_owner = $2 AND finished_at IS NULL;
 
+-- name: job_abandoned
+-- $1 model id. True when no replica will complete the row: its job was cancelled or failed,
+-- or is gone with the row (a row set back to pending starts a new job round: not abandoned).
+SELECT NOT EXISTS (
+    SELECT 1 FROM listener.jobs WHERE model_id = $1 AND outcome IS DISTINCT FROM 'cancelled'
+      AND outcome IS DISTINCT FROM 'failed'
+) AS abandoned;
+
 -- name: record_task_id
 -- $1 model id, $2 lease owner, $3 AI task id.
 UPDATE listener.jobs SET ai_task_id = $3, submitted_at = now(), poll_failures = 0

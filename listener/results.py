@@ -4,6 +4,7 @@ they are lost), checked, then uploaded to Storage under the app's paths."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -13,6 +14,7 @@ from pathlib import Path
 from listener.errors import (
     STORAGE_SETUP,
     FileGone,
+    ListenerError,
     PermanentError,
     SpoolUnavailable,
     TransferStalled,
@@ -70,6 +72,8 @@ class ResultFiles:
         # Waiting for Storage to be fixed is not generating: the row's deadline stops meanwhile.
         self.deadline_paused = deadline_paused
         self.held_bytes = 0
+        # What this coroutine put in Storage: removed again if the row ends without completing.
+        self.uploaded: list[str] = []
 
     async def fetch_all(self, state: TaskState) -> Fetched:
         """Spools the GLB (required, and checked), then the STL and the thumbnail if offered."""
@@ -108,6 +112,16 @@ class ResultFiles:
             model_dimensions=fetched.state.dimensions,
             generation_metadata={"ai_task_id": task_id, "ai_result": fetched.state.result},
         )
+
+    async def discard(self) -> None:
+        """Removes from Storage what this coroutine uploaded; a failure is logged, not raised."""
+        for path in self.uploaded:
+            try:
+                await self.settings.retry.call(functools.partial(self.clients.storage.delete, path))
+            except ListenerError as exc:
+                log.warning("upload_not_removed", extra={"path": path, "error": str(exc)})
+        log.info("uploads_removed", extra={"count": len(self.uploaded)})
+        self.uploaded = []
 
     def release(self) -> None:
         """Gives the spool's room back (the row's files are about to be deleted)."""
@@ -235,6 +249,7 @@ class ResultFiles:
                 raise PermanentError(
                     f"Storage kept failing the upload; the last answer was: {str(exc).rstrip('.')}."
                 ) from exc
+        self.uploaded.append(path)
         self.clients.metrics.bytes_uploaded.inc(size)
         return size
 

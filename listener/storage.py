@@ -189,6 +189,15 @@ class Storage:
                 await asyncio.to_thread(dest.unlink, missing_ok=True)
             raise
 
+    async def delete(self, path: str) -> None:
+        """Removes the object at `path`; none there is no error (S3 answers 204 either way)."""
+        client = self._require_client()
+        try:
+            async with asyncio.timeout(self._config.request_timeout_s):
+                await client.delete_object(Bucket=self._config.bucket, Key=path)
+        except _STORAGE_ERRORS as exc:
+            raise _translate(exc, "delete") from exc
+
     def _require_client(self) -> Any:
         if self._client is None:
             raise RuntimeError("Storage is not open: use `async with Storage(config)`")

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from listener.errors import DatabaseUnavailable, PushUndelivered, TransientError
+from listener.errors import DatabaseUnavailable, LeaseLost, PushUndelivered, TransientError
 from listener.logs import current_model_id
 from listener.metrics import Metrics
 from listener.model import FinishedModel
@@ -224,7 +224,11 @@ class PushNotifier:
                 log.warning("push_claim_lost", extra={"step": "notification"})
                 return
             log.info("notification_written", extra={"type": words.type})
-        result = await self._push(push, words)
+        try:
+            result = await self._push(push, words, claim_id)
+        except LeaseLost:
+            log.warning("push_claim_lost", extra={"step": "send"})
+            return
         if result == "retry" and push.attempts >= self.max_attempts:
             result = "gave_up"
         if result == "retry":
@@ -236,7 +240,7 @@ class PushNotifier:
             return
         log.info("push_done", extra={"result": result, "attempt": push.attempts})
 
-    async def _push(self, push: ClaimedPush, words: Rendered) -> str:
+    async def _push(self, push: ClaimedPush, words: Rendered, claim_id: str) -> str:
         """Sends to every live token; returns the push_result to record (or `retry`)."""
         schema = self.schema
         assert schema is not None
@@ -264,7 +268,9 @@ class PushNotifier:
             )
             for token in tokens
         ]
-        results = await self._send(self.sender, messages)
+        results = await self._send(
+            self.sender, messages, lambda: self.store.extend(push.model_id, claim_id, self.lease_s)
+        )
         by_outcome: dict[SendOutcome, list[SendResult]] = {outcome: [] for outcome in SendOutcome}
         for result in results:
             by_outcome[result.outcome].append(result)
@@ -294,13 +300,19 @@ class PushNotifier:
             return "config_error"
         return "dead_tokens"
 
-    async def _send(self, sender: PushSender, messages: list[PushMessage]) -> list[SendResult]:
+    async def _send(
+        self, sender: PushSender, messages: list[PushMessage], keep_claim: Callable[[], Awaitable[bool]]
+    ) -> list[SendResult]:
         """Sends, then sends again what met a retryable error, under the retry policy."""
         final: dict[str, SendResult] = {}
         pending = messages
 
         async def attempt() -> None:
             nonlocal pending
+            # Only while the claim is ours and the database answers: what FCM takes is then
+            # recorded a moment later, not after an outage in which this replica might die.
+            if not await keep_claim():
+                raise LeaseLost
             results = await sender.send(pending)
             final.update((r.token, r) for r in results)
             pending = [m for m, r in zip(pending, results, strict=True) if r.outcome is SendOutcome.RETRYABLE]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -157,3 +158,37 @@ async def test_a_push_sent_while_the_database_is_away_is_recorded_once_it_is_bac
     assert len(fcm.delivered) == len(TOKENS)
     state = await push_state(conn, finished.model_id)
     assert (state["push_result"], state["push_owner"]) == ("sent", None)
+
+
+async def test_no_message_goes_to_fcm_while_the_database_is_away(
+    db_url: str, conn: asyncpg.Connection, fcm: FakeFcm, sender: FcmSender
+) -> None:
+    """What FCM takes is recorded a moment later: never sent into an outage a replica may die in."""
+    port = urlsplit(db_url).port
+    assert port is not None
+    link = LinkProxy(port)
+    await link.start()
+    try:
+        async with Database.connect(db_url) as direct:
+            finished = await finished_row(conn, direct)
+        through = urlsplit(db_url)._replace(netloc=f"postgres@127.0.0.1:{link.port}").geturl()
+        retry = RetryPolicy(first_wait_s=0.05, max_wait_s=0.1, deadline_s=30.0, max_attempts=100)
+        async with Database.connect(through) as db:
+            notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, retry, lease_s=30)
+            fcm.down = True  # FCM answers 503 for now: the attempt sends again and again
+            attempt = asyncio.create_task(notifier.model_finished(finished))
+            for _ in range(200):
+                if len(fcm.requests) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+            link.cut()  # the database goes away, and FCM comes back meanwhile
+            fcm.down = False
+            await asyncio.sleep(1.5)
+            healed_at = time.time()
+            link.heal()
+            await asyncio.wait_for(attempt, timeout=20)
+    finally:
+        await link.stop()
+    assert sorted(r.token for r in fcm.delivered) == sorted(TOKENS)
+    assert all(r.received_at >= healed_at for r in fcm.delivered)
+    assert (await push_state(conn, finished.model_id))["push_result"] == "sent"

@@ -1,7 +1,7 @@
 """The chaos soak: real `listener run` replicas, hundreds of rows, and everything around them failing.
 
-    python -m tests.soak.soak            # 300 rows, three replicas, about nine minutes
-    python -m tests.soak.soak --quick    # the CI's version: fewer rows, shorter outages, same chaos
+    python -m tests.soak.soak            # 300 rows, three replicas, about seven minutes
+    python -m tests.soak.soak --quick    # the CI's version: 60 rows, shorter outages, same chaos (~2 min)
 
 Everything runs on this machine, on loopback: an embedded Postgres, the AI simulator, a local
 S3, an FCM stand-in and a TCP proxy that can go silent. While owners insert, cancel and retry

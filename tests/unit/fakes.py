@@ -143,6 +143,11 @@ class FakeJobStore:
         """The lease ran out: the job may be claimed again."""
         self.rows[model_id].owner = None
 
+    def cancel(self, model_id: uuid.UUID) -> None:
+        """The owner cancelled the row: its job ends, and no replica holds it."""
+        self.rows[model_id].owner = None
+        self.rows[model_id].status = "cancelled"
+
     def writes_of(self, name: str) -> list[Any]:
         return [value for method, _, value in self.writes if method == name]
 
@@ -214,6 +219,12 @@ class FakeJobStore:
         row = self._write("release_lease", model_id, owner, owner)
         if row is not None:
             row.owner = None
+
+    async def abandoned(self, model_id: uuid.UUID) -> bool:
+        if "abandoned" in self.unavailable:
+            raise DatabaseUnavailable("abandoned: the database is unreachable")
+        row = self.rows.get(model_id)
+        return row is None or row.status in ("cancelled", "failed")
 
     # LeaseStore
 
@@ -329,6 +340,7 @@ class FakeObjectStore:
         self.downloads: list[str] = []
         self.upload_errors: list[BaseException] = []  # raised by the next uploads, one each
         self.hang_uploads = False
+        self.deleted: list[str] = []
 
     async def upload_file(self, path: str, local_file: Path, content_type: str) -> int:
         if self.hang_uploads:
@@ -338,6 +350,10 @@ class FakeObjectStore:
         content = _read_file(local_file)
         self.uploads[path] = (content, content_type)
         return len(content)
+
+    async def delete(self, path: str) -> None:
+        self.deleted.append(path)
+        self.uploads.pop(path, None)
 
     async def download(self, path: str, dest: Path, max_bytes: int) -> int:
         self.downloads.append(path)
