@@ -271,10 +271,12 @@ class Database:
         rows = await self.pg.fetch("give_up_jobs", max_claims)
         return [model for model in map(_finished, rows) if model is not None]
 
-    async def claim(self, owner: str, slots: int, per_user_limit: int, lease_s: float) -> list[ClaimedJob]:
+    async def claim(
+        self, owner: str, slots: int, per_user_limit: int, lease_s: float, max_claims: int
+    ) -> list[ClaimedJob]:
         """Leases up to `slots` claimable jobs to `owner`, fairly, in one transaction."""
 
-        rows = await self.pg.fetch("claim_jobs", owner, slots, per_user_limit, lease_s)
+        rows = await self.pg.fetch("claim_jobs", owner, slots, per_user_limit, lease_s, max_claims)
         return [
             ClaimedJob(
                 model_id=r["model_id"],
@@ -319,8 +321,11 @@ class Database:
         return bool(await self.pg.fetchval("job_abandoned", model_id))
 
     async def record_task_id(self, model_id: uuid.UUID, owner: str, task_id: str) -> bool:
-        """Stores the AI task id before the first poll; False if the job is no longer ours."""
-        return await self._updated("record_task_id", model_id, owner, task_id)
+        """Stores the AI task id before the first poll; False if the job is no longer ours.
+
+        The id is stored for the replica that took the job over, too, if it has none yet.
+        """
+        return bool(await self.pg.fetchval("record_task_id", model_id, owner, task_id))
 
     async def record_poll_failures(self, model_id: uuid.UUID, owner: str, failures: int) -> bool:
         """Stores the count of failed polls in a row; False if the job is no longer ours."""

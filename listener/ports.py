@@ -21,10 +21,16 @@ from listener.storage_state import StorageState
 
 
 class JobStore(Protocol):
-    """The writes of one row's coroutine; each is made only while the job is still `owner`'s."""
+    """The writes of one row's coroutine; each is made only while the job is still `owner`'s.
+
+    The AI task id is the one exception: see `record_task_id`.
+    """
 
     async def record_task_id(self, model_id: uuid.UUID, owner: str, task_id: str) -> bool:
-        """Stores the AI task id before the first poll; False if the job is no longer ours."""
+        """Stores the AI task id before the first poll; False if the job is no longer ours.
+
+        The id is stored for the replica that took the job over, too, if it has none yet.
+        """
 
     async def record_poll_failures(self, model_id: uuid.UUID, owner: str, failures: int) -> bool:
         """Stores the count of failed polls in a row; False if the job is no longer ours."""
@@ -50,8 +56,10 @@ class JobStore(Protocol):
 class LeaseStore(Protocol):
     """The supervisor's statements: claims and the leases that keep them."""
 
-    async def claim(self, owner: str, slots: int, per_user_limit: int, lease_s: float) -> list[ClaimedJob]:
-        """Leases up to `slots` claimable jobs to `owner`, fairly."""
+    async def claim(
+        self, owner: str, slots: int, per_user_limit: int, lease_s: float, max_claims: int
+    ) -> list[ClaimedJob]:
+        """Leases up to `slots` claimable jobs to `owner`, fairly; none claimed `max_claims` times."""
 
     async def renew_leases(
         self, owner: str, model_ids: Sequence[uuid.UUID], lease_s: float

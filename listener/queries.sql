@@ -83,10 +83,11 @@ SELECT 1;
 SELECT pg_listening_channels() AS channel;
 
 -- name: claim_jobs
--- $1 lease owner, $2 how many (free slots), $3 per-user limit, $4 lease seconds.
+-- $1 lease owner, $2 how many (free slots), $3 per-user limit, $4 lease seconds, $5 most claims.
 -- Highest priority first, then oldest; a job whose lease expired is claimable again.
--- The function (sql/0007_claim_function.sql) takes the claim lock and claims in one call.
-SELECT * FROM listener.claim_jobs($1, $2, $3, $4);
+-- A job claimed `most claims` times is left to the sweep, which gives it up (give_up_jobs).
+-- The function (sql/0013_claim_skips_given_up_jobs.sql) takes the claim lock and claims in one call.
+SELECT * FROM listener.claim_jobs($1, $2, $3, $4, $5);
 
 -- name: give_up_jobs
 -- $1 most claims. A job claimed that often without finishing (its replica crashed each
@@ -133,10 +134,13 @@ SELECT NOT EXISTS (
 ) AS abandoned;
 
 -- name: record_task_id
--- $1 model id, $2 lease owner, $3 AI task id.
+-- $1 model id, $2 lease owner, $3 AI task id. Returns whether the job is still ours. The id
+-- is stored even when another replica took the job over while the AI server was answering,
+-- as long as none is stored yet: the replica that runs the job then polls this generation
+-- instead of starting a second one.
 UPDATE listener.jobs SET ai_task_id = $3, submitted_at = now(), poll_failures = 0
-WHERE model_id = $1 AND lease_owner = $2 AND finished_at IS NULL
-RETURNING model_id;
+WHERE model_id = $1 AND finished_at IS NULL AND (lease_owner = $2 OR ai_task_id IS NULL)
+RETURNING lease_owner IS NOT DISTINCT FROM $2 AS ours;
 
 -- name: record_poll_failures
 -- $1 model id, $2 lease owner, $3 consecutive failed polls.

@@ -170,7 +170,11 @@ class Supervisor:
                 asked = min(self.free_slots, CLAIM_BATCH)
                 try:
                     jobs = await self.leases.claim(
-                        self.settings.owner, asked, self.settings.per_user_limit, self.settings.lease_s
+                        self.settings.owner,
+                        asked,
+                        self.settings.per_user_limit,
+                        self.settings.lease_s,
+                        MAX_CLAIMS,
                     )
                 except TransientError as exc:
                     log.warning("claim_failed", extra={"error": str(exc)})

@@ -97,11 +97,6 @@ async def test_a_stop_during_a_slow_submission_keeps_its_task_id_and_the_next_re
     assert [s.task_id for s in stack.simulator.submissions] == [submission.task_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a task id answered after the lease was taken over is dropped (record_task_id requires the "
-    "lease), so the replica that resumes the row submits it again",
-)
 async def test_a_lease_taken_over_during_a_slow_submission_still_keeps_its_task_id(stack: Stack) -> None:
     """The row is taken over (by a replica that dies at once) while the AI server answers slowly."""
     stack.simulator.config.submit_delay_s = 1.5

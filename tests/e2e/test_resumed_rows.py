@@ -12,7 +12,6 @@ import uuid
 
 import aiohttp
 import asyncpg
-import pytest
 
 from listener.ai_client import AIClient
 from listener.model import ModelRequest
@@ -149,11 +148,6 @@ async def test_a_job_the_sweep_gives_up_is_told_to_its_owner(stack: Stack) -> No
     assert stack.simulator.submissions == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="listener.claim_jobs() does not skip jobs claimed MAX_CLAIMS times: the claim that follows a "
-    "(re)connect takes the job a ninth time before the sweep can give it up",
-)
 async def test_a_job_claimed_eight_times_is_given_up_rather_than_claimed_a_ninth_time(stack: Stack) -> None:
     conn = await asyncpg.connect(stack.db_url)
     try:

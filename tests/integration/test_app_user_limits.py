@@ -186,7 +186,7 @@ async def test_a_claim_loads_no_more_of_a_text_than_its_limit(db_url: str, conn:
     """A row written by a trusted role around the limits still reaches the listener cut short."""
     model_id = await insert_model(conn, ADA, prompt="x" * 5_000_000)
     async with Database.connect(db_url) as db:
-        (job,) = await db.claim(OWNER, 1, 1, 30)
+        (job,) = await db.claim(OWNER, 1, 1, 30, 8)
     assert job.model_id == model_id
     assert job.prompt is not None and len(job.prompt) == 2001
 

@@ -24,7 +24,7 @@ async def test_a_cancel_committed_while_a_claim_waits_is_not_claimed(db_url: str
             await conn.execute(
                 "UPDATE public.ai_generated_models SET status = 'cancelled' WHERE id = $1", model_id
             )
-            claim = asyncio.create_task(db.claim(OWNER, 5, 5, 30))
+            claim = asyncio.create_task(db.claim(OWNER, 5, 5, 30, 8))
             # The race is on: the claim's statement waits for the job row the cancel holds.
             await wait_for_lock_wait(conn, "listener")
             assert not claim.done()
@@ -46,7 +46,7 @@ async def test_a_job_claimed_too_often_is_given_up_with_a_reason(db_url: str) ->
         await conn.execute("UPDATE listener.jobs SET attempts = 8 WHERE model_id = $1", stuck)
         async with Database.connect(db_url) as db:
             given_up = await db.give_up_jobs(8)
-            claimed = await db.claim(OWNER, 5, 5, 30)
+            claimed = await db.claim(OWNER, 5, 5, 30, 8)
         row = await conn.fetchrow(
             "SELECT status, error_message FROM public.ai_generated_models WHERE id = $1", stuck
         )
@@ -66,7 +66,7 @@ async def test_handing_leases_back_does_not_count_as_an_attempt(db_url: str) -> 
         model_id = await insert_model(conn, uuid.uuid4())
         async with Database.connect(db_url) as db:
             for _ in range(3):
-                (job,) = await db.claim(OWNER, 1, 1, 30)
+                (job,) = await db.claim(OWNER, 1, 1, 30, 8)
                 assert job.attempts == 1
                 assert await db.release_leases(OWNER) == 1
     finally:

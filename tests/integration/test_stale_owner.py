@@ -71,7 +71,7 @@ async def stale_writes(db: Database, model_id: uuid.UUID, owner: str) -> list[ob
 
 async def test_another_owner_changes_nothing(db: Database, conn: asyncpg.Connection) -> None:
     model_id = await insert_model(conn, uuid.uuid4())
-    [job] = await db.claim(FIRST, 1, 1, 60)
+    [job] = await db.claim(FIRST, 1, 1, 60, 8)
     assert await db.record_task_id(model_id, FIRST, "task-of-the-owner")
     before = await snapshot(conn, model_id)
 
@@ -87,16 +87,21 @@ async def test_a_replica_whose_row_was_claimed_again_changes_nothing(
     db: Database, conn: asyncpg.Connection
 ) -> None:
     model_id = await insert_model(conn, uuid.uuid4())
-    await db.claim(FIRST, 1, 1, 60)
+    await db.claim(FIRST, 1, 1, 60, 8)
     # The first replica stopped renewing (its database was away): its lease runs out...
     await conn.execute(
         "UPDATE listener.jobs SET lease_expires_at = now() - interval '1 second' WHERE model_id = $1",
         model_id,
     )
     # ...and another replica takes the row over.
-    [again] = await db.claim(SECOND, 1, 1, 60)
+    [again] = await db.claim(SECOND, 1, 1, 60, 8)
     assert (again.model_id, again.attempts, again.ai_task_id) == (model_id, 2, None)
+    # The first replica's generation was under way: its id is kept for the new owner, who
+    # polls that generation instead of starting a second one. The first replica is told
+    # the row is no longer its own.
+    assert await db.record_task_id(model_id, FIRST, "task-of-the-first-owner") is False
     before = await snapshot(conn, model_id)
+    assert before["job"]["ai_task_id"] == "task-of-the-first-owner"
 
     assert await stale_writes(db, model_id, FIRST) == [False, False, False, None, None]
     assert await db.renew_leases(FIRST, [model_id], 60) == set()
@@ -105,6 +110,9 @@ async def test_a_replica_whose_row_was_claimed_again_changes_nothing(
     assert await snapshot(conn, model_id) == before
     # The new owner's writes go through.
     assert await db.record_task_id(model_id, SECOND, "task-of-the-new-owner")
+    assert await conn.fetchval("SELECT ai_task_id FROM listener.jobs WHERE model_id = $1", model_id) == (
+        "task-of-the-new-owner"
+    )
     assert await db.renew_leases(SECOND, [model_id], 60) == {model_id}
     finished = await db.fail(model_id, SECOND, "The prompt is empty.", {})
     assert finished is not None and finished.status == "failed"
@@ -114,7 +122,7 @@ async def test_a_finished_row_takes_no_late_write_even_from_its_last_owner(
     db: Database, conn: asyncpg.Connection
 ) -> None:
     model_id = await insert_model(conn, uuid.uuid4())
-    await db.claim(FIRST, 1, 1, 60)
+    await db.claim(FIRST, 1, 1, 60, 8)
     assert await db.complete(model_id, FIRST, RESULTS) is not None
     before = await snapshot(conn, model_id)
 
@@ -129,7 +137,7 @@ async def test_a_lease_renewed_in_time_outlives_its_first_term(
 ) -> None:
     """Renewal moves the expiry forward by the lease, from now: a renewed row cannot be claimed."""
     model_id = await insert_model(conn, uuid.uuid4())
-    await db.claim(FIRST, 1, 1, 1)
+    await db.claim(FIRST, 1, 1, 1, 8)
     first_term = await conn.fetchval(
         "SELECT lease_expires_at - now() FROM listener.jobs WHERE model_id = $1", model_id
     )
@@ -138,4 +146,4 @@ async def test_a_lease_renewed_in_time_outlives_its_first_term(
         "SELECT lease_expires_at - now() FROM listener.jobs WHERE model_id = $1", model_id
     )
     assert first_term.total_seconds() <= 1 and term.total_seconds() > 590
-    assert await db.claim(SECOND, 1, 1, 60) == []
+    assert await db.claim(SECOND, 1, 1, 60, 8) == []

@@ -88,7 +88,7 @@ async def test_migrate_and_claim_as_supabases_postgres_role(app_database: str) -
         async with as_app_user(app, owner):
             model_id = await insert_model(app, owner)
         async with Database.connect(app_database) as db:
-            (job,) = await db.claim("replica-a", 1, 1, 30)
+            (job,) = await db.claim("replica-a", 1, 1, 30, 8)
             assert job.model_id == model_id
             assert await db.give_up_jobs(8) == []  # the sweep's statements run as this role too
     finally:

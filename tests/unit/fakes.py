@@ -184,7 +184,11 @@ class FakeJobStore:
         row = self._write("record_task_id", model_id, owner, task_id)
         if row is not None:
             row.ai_task_id = task_id
-        return row is not None
+            return True
+        taken_over = self.rows.get(model_id)  # stored for the replica that took the job over
+        if taken_over is not None and taken_over.status == "pending" and taken_over.ai_task_id is None:
+            taken_over.ai_task_id = task_id
+        return False
 
     async def record_poll_failures(self, model_id: uuid.UUID, owner: str, failures: int) -> bool:
         row = self._write("record_poll_failures", model_id, owner, failures)
@@ -228,7 +232,9 @@ class FakeJobStore:
 
     # LeaseStore
 
-    async def claim(self, owner: str, slots: int, per_user_limit: int, lease_s: float) -> list[ClaimedJob]:
+    async def claim(
+        self, owner: str, slots: int, per_user_limit: int, lease_s: float, max_claims: int
+    ) -> list[ClaimedJob]:
         self.claims.append((owner, slots, per_user_limit, lease_s))
         if self.claim_errors:
             raise self.claim_errors.pop(0)
@@ -237,7 +243,7 @@ class FakeJobStore:
         held = Counter(row.job.user_id for row in self.rows.values() if self._ours(row.job.model_id, owner))
         claimed: list[ClaimedJob] = []
         for row in self.rows.values():
-            free = row.owner is None and row.status == "pending"
+            free = row.owner is None and row.status == "pending" and row.attempts < max_claims
             if len(claimed) < slots and free and held[row.job.user_id] < per_user_limit:
                 row.owner, row.attempts = owner, row.attempts + 1
                 held[row.job.user_id] += 1
