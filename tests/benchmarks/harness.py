@@ -6,9 +6,12 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import aiohttp
 
 from listener.playground.embedded import free_port
 from listener.playground.local_env import local_env
@@ -53,6 +56,22 @@ async def listener_process(env: dict[str, str], log_path: Path) -> AsyncIterator
             if process.returncode is None:
                 process.terminate()
             await process.wait()
+
+
+async def wait_until_ready(env: dict[str, str], timeout_s: float = 60.0) -> None:
+    """Waits until the `listener run` started with `env` answers 200 on /readyz (it is listening)."""
+    url = f"http://{env['LISTENER_HTTP_HOST']}:{env['LISTENER_HTTP_PORT']}/readyz"
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            await asyncio.sleep(0.05)
+    raise SystemExit(f"the listener was not ready within {timeout_s:g} s")
 
 
 @asynccontextmanager
