@@ -266,6 +266,10 @@ class Database:
     async def _updated(self, name: str, *args: object) -> bool:
         return await self.pg.fetchrow(name, *args) is not None
 
+    async def release_expired_leases(self) -> int:
+        """Hands back the jobs whose lease ran out, so that they can be claimed; returns how many."""
+        return len(await self.pg.fetch("release_expired_leases"))
+
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
         """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""
         rows = await self.pg.fetch("give_up_jobs", max_claims)

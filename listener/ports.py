@@ -69,6 +69,9 @@ class LeaseStore(Protocol):
     async def release_leases(self, owner: str) -> int:
         """Hands every unfinished job of `owner` back; returns how many."""
 
+    async def release_expired_leases(self) -> int:
+        """Hands back the jobs whose lease ran out, so that they can be claimed; returns how many."""
+
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
         """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""
 

@@ -84,9 +84,9 @@ SELECT pg_listening_channels() AS channel;
 
 -- name: claim_jobs
 -- $1 lease owner, $2 how many (free slots), $3 per-user limit, $4 lease seconds, $5 most claims.
--- Highest priority first, then oldest; a job whose lease expired is claimable again.
+-- Highest priority first, then oldest, among jobs without a lease (see release_expired_leases).
 -- A job claimed `most claims` times is left to the sweep, which gives it up (give_up_jobs).
--- The function (sql/0013_claim_skips_given_up_jobs.sql) takes the claim lock and claims in one call.
+-- The function (sql/0014_claim_reads_waiting_jobs_only.sql) takes the claim lock and claims in one call.
 SELECT * FROM listener.claim_jobs($1, $2, $3, $4, $5);
 
 -- name: give_up_jobs
@@ -105,6 +105,14 @@ UPDATE public.ai_generated_models m SET
     error_message = format('The listener could not finish this generation after %s attempts.', job.attempts)
 FROM job WHERE m.id = job.model_id
 RETURNING m.id, m.user_id, m.model_name, m.status, m.error_message;
+
+-- name: release_expired_leases
+-- Hands back the jobs whose lease ran out (their replica died, or lost the database for
+-- longer than the lease), so that the claim takes them up again; the claim only reads
+-- jobs without a lease. Returns the jobs handed back.
+UPDATE listener.jobs SET lease_owner = NULL, lease_expires_at = NULL
+WHERE finished_at IS NULL AND lease_owner IS NOT NULL AND lease_expires_at <= now()
+RETURNING model_id;
 
 -- name: renew_leases
 -- $1 lease owner, $2 model ids, $3 lease seconds. Returns the jobs still ours to run;

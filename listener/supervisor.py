@@ -238,16 +238,20 @@ class Supervisor:
         push.add_done_callback(self.pushing.discard)
 
     async def _sweep_loop(self) -> None:
+        """Every sweep interval: gives up, hands back expired leases, then looks for claimable rows."""
         while True:
             await asyncio.sleep(self.settings.sweep_interval_s)
-            self._wake.set()
             try:
                 for finished in await self.leases.give_up_jobs(MAX_CLAIMS):
                     log.warning("job_given_up", extra={"model_id": str(finished.model_id)})
                     self.metrics.rows_failed.labels("given_up").inc()
                     self._tell_owner(finished)
+                released = await self.leases.release_expired_leases()
+                if released:
+                    log.info("expired_leases_released", extra={"count": released})
             except Exception as exc:
-                log.warning("give_up_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+                log.warning("sweep_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            self._wake.set()
 
     async def _renew_loop(self) -> None:
         while True:

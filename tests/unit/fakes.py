@@ -123,6 +123,7 @@ class FakeJobStore:
         self.renewals: list[list[uuid.UUID]] = []
         self.renewal_leases: list[float] = []  # the lease asked for by each renewal
         self.give_up_after: list[int] = []  # the most claims each give_up_jobs was told
+        self.sweeps = 0  # how many times release_expired_leases was called
         self.released_owners: list[str] = []
         self.given_up: list[FinishedModel] = []  # returned by the next give_up_jobs
 
@@ -140,7 +141,7 @@ class FakeJobStore:
         self.rows[model_id].owner = OTHER_OWNER
 
     def expire(self, model_id: uuid.UUID) -> None:
-        """The lease ran out: the job may be claimed again."""
+        """The lease ran out and a sweep handed it back: the job may be claimed again."""
         self.rows[model_id].owner = None
 
     def cancel(self, model_id: uuid.UUID) -> None:
@@ -265,6 +266,10 @@ class FakeJobStore:
         for row in mine:
             row.owner = None
         return len(mine)
+
+    async def release_expired_leases(self) -> int:
+        self.sweeps += 1
+        return 0  # a lease the fake lets run out (`expire`) is handed back at once
 
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
         self.give_up_after.append(max_claims)
