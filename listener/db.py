@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from listener.errors import DatabaseUnavailable
-from listener.model import ClaimedJob, FinishedModel, Results
+from listener.model import ClaimedJob, ExpiredLeases, FinishedModel, Results
 from listener.queries import query
 
 T = TypeVar("T")
@@ -266,9 +266,11 @@ class Database:
     async def _updated(self, name: str, *args: object) -> bool:
         return await self.pg.fetchrow(name, *args) is not None
 
-    async def release_expired_leases(self) -> int:
-        """Hands back the jobs whose lease ran out, so that they can be claimed; returns how many."""
-        return len(await self.pg.fetch("release_expired_leases"))
+    async def release_expired_leases(self) -> ExpiredLeases:
+        """Hands back the jobs whose lease ran out, so that they can be claimed."""
+        row = await self.pg.fetchrow("release_expired_leases")
+        assert row is not None
+        return ExpiredLeases(row["released"], row["next_expiry_s"])
 
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
         """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""

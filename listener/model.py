@@ -96,6 +96,14 @@ class TaskState:
 
 
 @dataclass(frozen=True)
+class ExpiredLeases:
+    """What a sweep handed back, and how soon the next lease held runs out (None: none held)."""
+
+    released: int
+    next_expiry_s: float | None
+
+
+@dataclass(frozen=True)
 class JobOutcome:
     """How a row's coroutine ended: completed, failed, lost or released; why, if it failed."""
 

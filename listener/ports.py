@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from listener.metrics import Metrics
-from listener.model import ClaimedJob, FinishedModel, ImageFile, ModelRequest, Results, TaskState
+from listener.model import (
+    ClaimedJob,
+    ExpiredLeases,
+    FinishedModel,
+    ImageFile,
+    ModelRequest,
+    Results,
+    TaskState,
+)
 from listener.reachability import Reachability
 from listener.retry import RetryPolicy
 from listener.spool import SpoolBudget
@@ -69,8 +77,8 @@ class LeaseStore(Protocol):
     async def release_leases(self, owner: str) -> int:
         """Hands every unfinished job of `owner` back; returns how many."""
 
-    async def release_expired_leases(self) -> int:
-        """Hands back the jobs whose lease ran out, so that they can be claimed; returns how many."""
+    async def release_expired_leases(self) -> ExpiredLeases:
+        """Hands back the jobs whose lease ran out, so that they can be claimed."""
 
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
         """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""

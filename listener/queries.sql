@@ -109,10 +109,16 @@ RETURNING m.id, m.user_id, m.model_name, m.status, m.error_message;
 -- name: release_expired_leases
 -- Hands back the jobs whose lease ran out (their replica died, or lost the database for
 -- longer than the lease), so that the claim takes them up again; the claim only reads
--- jobs without a lease. Returns the jobs handed back.
-UPDATE listener.jobs SET lease_owner = NULL, lease_expires_at = NULL
-WHERE finished_at IS NULL AND lease_owner IS NOT NULL AND lease_expires_at <= now()
-RETURNING model_id;
+-- jobs without a lease. Returns how many, and the seconds until the next lease held runs
+-- out (the sweep looks again then: a dead replica's rows wait no longer than their lease).
+WITH released AS (
+    UPDATE listener.jobs SET lease_owner = NULL, lease_expires_at = NULL
+    WHERE finished_at IS NULL AND lease_owner IS NOT NULL AND lease_expires_at <= now()
+    RETURNING model_id
+)
+SELECT (SELECT count(*) FROM released)::int AS released,
+       (SELECT extract(epoch FROM min(lease_expires_at) - now())::float8 FROM listener.jobs
+        WHERE finished_at IS NULL AND lease_owner IS NOT NULL AND lease_expires_at > now()) AS next_expiry_s;
 
 -- name: renew_leases
 -- $1 lease owner, $2 model ids, $3 lease seconds. Returns the jobs still ours to run;

@@ -28,7 +28,8 @@ class SupervisorSettings:
     concurrency: int
     per_user_limit: int
     lease_s: float
-    # Looks for claimable rows this often even without a notification.
+    # Looks for claimable rows this often even without a notification (and sooner when a
+    # lease runs out before then).
     sweep_interval_s: float = 5.0
 
 
@@ -40,6 +41,8 @@ PUSH_GRACE_S = 10.0
 CLAIM_BATCH = 100
 # Claims after which a job that never finished (its replica died each time) is failed.
 MAX_CLAIMS = 8
+# Least time between sweeps, however soon the next lease runs out.
+MIN_SWEEP_GAP_S = 0.2
 # Pause after an unexpected error in a background loop, so that it cannot spin.
 LOOP_ERROR_PAUSE_S = 1.0
 
@@ -238,20 +241,33 @@ class Supervisor:
         push.add_done_callback(self.pushing.discard)
 
     async def _sweep_loop(self) -> None:
-        """Every sweep interval: gives up, hands back expired leases, then looks for claimable rows."""
+        """Gives up, hands back expired leases, then looks for claimable rows.
+
+        At start, then every sweep interval, or as soon as the next lease held runs out if
+        that is sooner: the rows of a replica that died wait for another no longer than
+        their lease.
+        """
+        wait_s, at_start = 0.0, True
         while True:
-            await asyncio.sleep(self.settings.sweep_interval_s)
+            await asyncio.sleep(wait_s)
+            wait_s, found = self.settings.sweep_interval_s, 0
             try:
                 for finished in await self.leases.give_up_jobs(MAX_CLAIMS):
                     log.warning("job_given_up", extra={"model_id": str(finished.model_id)})
                     self.metrics.rows_failed.labels("given_up").inc()
                     self._tell_owner(finished)
-                released = await self.leases.release_expired_leases()
-                if released:
-                    log.info("expired_leases_released", extra={"count": released})
+                    found += 1
+                expired = await self.leases.release_expired_leases()
+                if expired.released:
+                    log.info("expired_leases_released", extra={"count": expired.released})
+                    found += expired.released
+                if expired.next_expiry_s is not None:
+                    wait_s = min(wait_s, max(expired.next_expiry_s, MIN_SWEEP_GAP_S))
             except Exception as exc:
                 log.warning("sweep_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-            self._wake.set()
+            if found or not at_start:  # at start, the first look after connecting claims anyway
+                self._wake.set()
+            at_start = False
 
     async def _renew_loop(self) -> None:
         while True:

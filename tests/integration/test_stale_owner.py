@@ -95,7 +95,7 @@ async def test_a_replica_whose_row_was_claimed_again_changes_nothing(
     )
     # ...a sweep hands it back, and another replica takes the row over.
     assert await db.claim(SECOND, 1, 1, 60, 8) == []  # not while it is still leased
-    assert await db.release_expired_leases() == 1
+    assert (await db.release_expired_leases()).released == 1
     [again] = await db.claim(SECOND, 1, 1, 60, 8)
     assert (again.model_id, again.attempts, again.ai_task_id) == (model_id, 2, None)
     # The first replica's generation was under way: its id is kept for the new owner, who
@@ -148,5 +148,7 @@ async def test_a_lease_renewed_in_time_outlives_its_first_term(
         "SELECT lease_expires_at - now() FROM listener.jobs WHERE model_id = $1", model_id
     )
     assert first_term.total_seconds() <= 1 and term.total_seconds() > 590
-    assert await db.release_expired_leases() == 0
+    expired = await db.release_expired_leases()
+    assert expired.released == 0
+    assert expired.next_expiry_s is not None and 590 < expired.next_expiry_s <= 600
     assert await db.claim(SECOND, 1, 1, 60, 8) == []

@@ -12,7 +12,15 @@ from typing import Any
 
 from listener.errors import DatabaseUnavailable, FileGone
 from listener.metrics import Metrics
-from listener.model import ClaimedJob, FinishedModel, ImageFile, ModelRequest, Results, TaskState
+from listener.model import (
+    ClaimedJob,
+    ExpiredLeases,
+    FinishedModel,
+    ImageFile,
+    ModelRequest,
+    Results,
+    TaskState,
+)
 from listener.playground.sample_files import build_glb
 from listener.ports import Clients, GenerationSettings, WakeUpHandler
 from listener.retry import RetryPolicy
@@ -124,6 +132,7 @@ class FakeJobStore:
         self.renewal_leases: list[float] = []  # the lease asked for by each renewal
         self.give_up_after: list[int] = []  # the most claims each give_up_jobs was told
         self.sweeps = 0  # how many times release_expired_leases was called
+        self.next_expiry_s: float | None = None  # what it says of the next lease to run out
         self.released_owners: list[str] = []
         self.given_up: list[FinishedModel] = []  # returned by the next give_up_jobs
 
@@ -267,9 +276,10 @@ class FakeJobStore:
             row.owner = None
         return len(mine)
 
-    async def release_expired_leases(self) -> int:
+    async def release_expired_leases(self) -> ExpiredLeases:
         self.sweeps += 1
-        return 0  # a lease the fake lets run out (`expire`) is handed back at once
+        # A lease the fake lets run out (`expire`) is handed back at once.
+        return ExpiredLeases(0, self.next_expiry_s)
 
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
         self.give_up_after.append(max_claims)

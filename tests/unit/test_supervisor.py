@@ -99,8 +99,10 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def supervising(push_s: float = 0.0, **settings: Any) -> AsyncIterator[Harness]:
-    store, source, metrics = FakeJobStore(), FakeWakeUps(), Metrics()
+async def supervising(
+    push_s: float = 0.0, store: FakeJobStore | None = None, **settings: Any
+) -> AsyncIterator[Harness]:
+    store, source, metrics = store or FakeJobStore(), FakeWakeUps(), Metrics()
     runner = FakeRunner(store)
     fields = {
         "owner": OWNER,
@@ -165,6 +167,24 @@ async def test_a_connect_triggers_a_claim() -> None:
 async def test_the_sweep_claims_rows_whose_notification_was_missed() -> None:
     async with supervising(sweep_interval_s=0.01) as h:
         [job] = h.add()
+        assert await h.running(1) == [job.model_id]
+
+
+async def test_the_sweep_looks_again_as_soon_as_the_next_lease_runs_out() -> None:
+    """A sweep interval of an hour, but a lease that runs out at once: the sweep does not wait."""
+    store = FakeJobStore()
+    store.next_expiry_s = 0.0
+    async with supervising(sweep_interval_s=3600.0, store=store) as h:
+        await eventually(lambda: h.store.sweeps >= 3, "three sweeps")
+
+
+async def test_the_first_sweep_at_start_wakes_the_claim_loop_only_if_it_freed_rows() -> None:
+    async with supervising(sweep_interval_s=3600.0) as h:
+        [job] = h.add()
+        await eventually(lambda: h.store.sweeps == 1, "the sweep at start")
+        await settle()
+        assert h.store.claims == []  # nothing was handed back: the look after connecting claims
+        h.source.connect()
         assert await h.running(1) == [job.model_id]
 
 
