@@ -101,19 +101,25 @@ class ConnectionBudget:
         return self.in_use < self.allowed
 
     async def take(self) -> None:
-        """Waits for room in the budget and takes one connection's worth."""
-        loop = asyncio.get_running_loop()
-        while not self._room():
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiters.append(waiter)
-            # Woken by a connection given back, or when the budget grows back by itself.
-            grows_in = max(0.0, self._grow_at - loop.time()) if self.allowed < self.most else None
-            try:
-                await asyncio.wait([waiter], timeout=grows_in)
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-        self.in_use += 1
+        """Waits for room in the budget, in turn, and takes one connection's worth."""
+        if not self._waiters and self._room():
+            self.in_use += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._hand_over()  # those ahead in line may have been cancelled
+        try:
+            # Handed a connection's worth by `_hand_over`: when one is given back, or when the
+            # budget grows back by itself (looked at when the growth is due).
+            while not waiter.done():
+                await asyncio.wait([waiter], timeout=self._grows_in())
+                self._hand_over()
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give_back()  # handed one as it was cancelled: it goes to the next in line
+            else:
+                waiter.cancel()  # skipped when its turn comes
+            raise
 
     def give_back(self, *, refused: bool = False) -> bool:
         """Gives one back; after a refusal, shrinks to what works. False when nothing works."""
@@ -123,11 +129,25 @@ class ConnectionBudget:
             self.allowed = self.in_use
             self._grow_at = asyncio.get_running_loop().time() + self.GROW_AFTER_S
             log.warning("database_connections_refused", extra={"connections_that_work": self.allowed})
-        while self._waiters:
+        self._hand_over()
+        return works
+
+    def _hand_over(self) -> None:
+        """Hands the room there is to the first callers in line, one connection's worth each."""
+        # One waiter woken per connection free, never all of them: with thousands of rows
+        # waiting for a connection, waking every one for each connection given back made the
+        # cost of a statement grow with the rows in flight.
+        while self._waiters and self._room():
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self.in_use += 1
                 waiter.set_result(None)
-        return works
+
+    def _grows_in(self) -> float | None:
+        """Seconds until the budget may grow back by one; None when it is whole."""
+        if self.allowed >= self.most:
+            return None
+        return max(0.0, self._grow_at - asyncio.get_running_loop().time())
 
 
 class Postgres:
