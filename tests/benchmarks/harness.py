@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -17,16 +18,6 @@ from listener.playground.embedded import free_port
 from listener.playground.local_env import local_env
 from listener.settings import StorageConfig
 
-# Storage for benchmarks whose rows never reach it.
-UNUSED_STORAGE = StorageConfig(
-    endpoint_url="http://127.0.0.1:9",
-    region="us-east-1",
-    access_key_id="unused",
-    secret_access_key="unused",
-    bucket="ai-models",
-    public_base_url="http://127.0.0.1:9",
-)
-
 _SIMULATOR = (
     "import asyncio, json, sys\n"
     "from listener.playground.simulator import SimulatorConfig, serve_forever\n"
@@ -36,9 +27,12 @@ _SIMULATOR = (
 
 
 def listener_env(
-    database_url: str, ai_url: str, spool_dir: Path, storage: StorageConfig = UNUSED_STORAGE, **settings: str
+    database_url: str, ai_url: str, spool_dir: Path, storage: StorageConfig, **settings: str
 ) -> dict[str, str]:
-    """The environment of a `listener run` process; `settings` add or replace variables."""
+    """The environment of a `listener run` process; `settings` add or replace variables.
+
+    `storage` must be usable (a LocalS3, say): until it is, /readyz answers 503.
+    """
     path = os.environ.get("PATH", "/usr/bin:/bin")
     return local_env(database_url, ai_url, storage, spool_dir, PATH=path, **settings)
 
@@ -96,3 +90,27 @@ def memory_mib(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             values[key] = int(rest.split()[0]) / 1024
     return values
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The value at quantile `q` (0..1) of `values`, nearest rank."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def with_spread(runs: list[dict[str, object]]) -> dict[str, object]:
+    """The runs of a benchmark and, when there are several, the median, least and most of each
+    numeric figure."""
+    if len(runs) < 2:
+        return {"runs": runs}
+    spread: dict[str, dict[str, float]] = {}
+    for key, first in runs[0].items():
+        if isinstance(first, bool) or not isinstance(first, int | float):
+            continue
+        values = [float(v) for run in runs if isinstance(v := run.get(key), int | float)]
+        spread[key] = {
+            "median": round(statistics.median(values), 3),
+            "min": round(min(values), 3),
+            "max": round(max(values), 3),
+        }
+    return {"runs": runs, "spread": spread}

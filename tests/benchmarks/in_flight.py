@@ -1,11 +1,15 @@
 """Benchmark: many generations in flight in one `listener run` process.
 
     python -m tests.benchmarks.in_flight --rows 10000 --poll-interval 5
+    python -m tests.benchmarks.in_flight --quick
 
 Inserts `--rows` requests whose simulated generation outlasts the run, waits until all
 are claimed and have been polled a few times, then prints the listener's memory per row
 in flight and how late its polls started (from its /metrics histogram). The AI simulator
-runs in a process of its own, so that it does not share the listener's CPU.
+runs in a process of its own, so that it does not share the listener's CPU; Storage is a
+local S3, so that the listener is ready (/readyz answers 200) before the rows arrive. The
+idle memory is read once it is ready. `--repeat N` runs it N times, each from a fresh
+database, and adds the median, least and most of every figure.
 """
 
 from __future__ import annotations
@@ -22,8 +26,16 @@ import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
 from listener.migrate import migrate
-from listener.playground.embedded import EmbeddedPostgres, free_port
-from tests.benchmarks.harness import listener_env, listener_process, memory_mib, simulator_process
+from listener.playground.embedded import EmbeddedPostgres
+from listener.playground.local_s3 import LocalS3
+from tests.benchmarks.harness import (
+    listener_env,
+    listener_process,
+    memory_mib,
+    simulator_process,
+    wait_until_ready,
+    with_spread,
+)
 
 
 def lateness_quantile(text: str, q: float) -> float:
@@ -40,33 +52,36 @@ def lateness_quantile(text: str, q: float) -> float:
 
 
 async def bench(rows: int, poll_interval_s: float, settle_polls: int) -> dict[str, object]:
-    work = Path(tempfile.mkdtemp(prefix="listener-inflight-bench-"))
-    with EmbeddedPostgres() as pg:
+    with (
+        tempfile.TemporaryDirectory(prefix="listener-inflight-bench-") as tmp,
+        EmbeddedPostgres() as pg,
+        LocalS3() as s3,
+    ):
         conn = await asyncpg.connect(pg.dsn)
-        await migrate(conn)
-        http_port = free_port()
         try:
+            await migrate(conn)
             async with simulator_process(duration_s=3600, keep_produced=False) as ai_url:
                 env = listener_env(
                     pg.dsn,
                     ai_url,
-                    work / "spool",
+                    Path(tmp) / "spool",
+                    s3.config(),
                     LISTENER_POLL_INTERVAL=str(poll_interval_s),
                     LISTENER_CONCURRENCY=str(rows),
                     LISTENER_PER_USER_LIMIT=str(rows),
-                    LISTENER_HTTP_PORT=str(http_port),
                 )
-                async with listener_process(env, work / "listener.log") as process:
-                    return await measure(conn, process.pid, rows, poll_interval_s, settle_polls, http_port)
+                async with listener_process(env, Path(tmp) / "listener.log") as process:
+                    await wait_until_ready(env)
+                    metrics_url = f"http://127.0.0.1:{env['LISTENER_HTTP_PORT']}/metrics"
+                    return await measure(conn, process.pid, rows, poll_interval_s, settle_polls, metrics_url)
         finally:
             await conn.close()
 
 
 async def measure(
-    conn: asyncpg.Connection, pid: int, rows: int, poll_interval_s: float, settle_polls: int, http_port: int
+    conn: asyncpg.Connection, pid: int, rows: int, poll_interval_s: float, settle_polls: int, metrics_url: str
 ) -> dict[str, object]:
     """Inserts the rows, waits until all are in flight and polled, and reads the figures."""
-    await asyncio.sleep(3.0)
     idle_mib = memory_mib(pid)["VmRSS"]
     await conn.execute(
         "INSERT INTO public.ai_generated_models "
@@ -86,7 +101,7 @@ async def measure(
     all_submitted_s = time.monotonic() - started
     await asyncio.sleep(poll_interval_s * settle_polls)  # every row polled several times
     busy_mib = memory_mib(pid)["VmRSS"]
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{http_port}/metrics") as r:
+    async with aiohttp.ClientSession() as http, http.get(metrics_url) as r:
         metrics = await r.text()
     in_flight = await conn.fetchval(
         "SELECT count(*) FROM public.ai_generated_models WHERE status = 'processing'"
@@ -114,8 +129,16 @@ def main() -> None:
     parser.add_argument(
         "--settle-polls", type=int, default=4, help="poll rounds to wait once all are in flight"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="runs, each from a fresh database")
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 rows polled every 2 s: for CI, under a minute"
+    )
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(bench(args.rows, args.poll_interval, args.settle_polls)), indent=2))
+    rows, poll_interval_s, settle_polls = (
+        (1000, 2.0, 3) if args.quick else (args.rows, args.poll_interval, args.settle_polls)
+    )
+    runs = [asyncio.run(bench(rows, poll_interval_s, settle_polls)) for _ in range(args.repeat)]
+    print(json.dumps(with_spread(runs), indent=2))
 
 
 if __name__ == "__main__":
