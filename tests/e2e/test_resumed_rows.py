@@ -16,7 +16,7 @@ import asyncpg
 from listener.ai_client import AIClient
 from listener.model import ModelRequest
 from tests.support.database import as_app_user, insert_model
-from tests.support.stack import Stack, running_listener, wait_for_status
+from tests.support.stack import Stack, running_listener, wait_for_status, wait_until
 
 DEAD_REPLICA = "replica-that-died:1:dead00"
 
@@ -133,6 +133,11 @@ async def test_a_job_the_sweep_gives_up_is_told_to_its_owner(stack: Stack) -> No
         stuck = await left_by_a_dead_replica(conn, None, attempts=8, owner=owner)
         async with running_listener(stack.settings(LISTENER_PER_USER_LIMIT="1")):
             rows = await wait_for_status(conn, [stuck])
+            # The owner is told just after the row ends (the first time, once the app's
+            # tables are known), so the test waits for the notification as a user would.
+            await wait_until(
+                conn, "SELECT count(*) > 0 FROM public.notifications WHERE related_id = $1", str(stuck)
+            )
             notes = await conn.fetch(
                 "SELECT * FROM public.notifications WHERE related_id = $1 AND user_id = $2", str(stuck), owner
             )
