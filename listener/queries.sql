@@ -86,7 +86,7 @@ SELECT pg_listening_channels() AS channel;
 -- $1 lease owner, $2 how many (free slots), $3 per-user limit, $4 lease seconds, $5 most claims.
 -- Highest priority first, then oldest, among jobs without a lease (see release_expired_leases).
 -- A job claimed `most claims` times is left to the sweep, which gives it up (give_up_jobs).
--- The function (sql/0014_claim_reads_waiting_jobs_only.sql) takes the claim lock and claims in one call.
+-- The function (sql/0013_claim_of_waiting_jobs.sql) takes the claim lock and claims in one call.
 SELECT * FROM listener.claim_jobs($1, $2, $3, $4, $5);
 
 -- name: give_up_jobs
