@@ -34,7 +34,6 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.migrate import migrate
 from listener.playground.embedded import EmbeddedPostgres
 from listener.playground.local_s3 import LocalS3
 from tests.benchmarks.claim_latency import (
@@ -42,14 +41,13 @@ from tests.benchmarks.claim_latency import (
     WARM_UP_USER,
     Stage,
     fresh_tables,
+    staged,
     wait_until,
     warm_up_rows,
 )
-from tests.benchmarks.harness import listener_process, simulator_process, wait_until_ready
+from tests.benchmarks.harness import listener_process, wait_until_ready
 from tests.benchmarks.peers import (
     NOOP_TASK,
-    apply_procrastinate_schema,
-    procrastinate_app,
     procrastinate_started,
     procrastinate_workers,
     stop_process,
@@ -189,25 +187,15 @@ async def bench(rows: int, repeat: int, deadline_s: float) -> dict[str, object]:
     runs: dict[str, list[CaseResult]] = {_case_key(kind, n): [] for kind, n in CASES}
     with EmbeddedPostgres() as pg, LocalS3() as s3:
         await track_commit_timestamps(pg)
-        conn = await asyncpg.connect(pg.dsn)
-        try:
-            await migrate(conn)
-            await apply_procrastinate_schema(pg.dsn)
-            async with (
-                simulator_process(duration_s=3600, keep_produced=False) as ai_url,
-                procrastinate_app(pg.dsn).open_async() as deferrer,
-            ):
-                stage = Stage(pg.dsn, conn, ai_url, s3.config(), work, deferrer)
-                for _ in range(repeat):
-                    for kind, n in CASES:
-                        async with asyncio.timeout(deadline_s + 4 * READY_TIMEOUT_S + 120):
-                            if kind == "listener":
-                                result = await listener_case(stage, rows, n, deadline_s)
-                            else:
-                                result = await procrastinate_case(stage, rows, n, deadline_s)
-                        runs[_case_key(kind, n)].append(result)
-        finally:
-            await conn.close()
+        async with staged(pg, s3.config(), work) as stage:
+            for _ in range(repeat):
+                for kind, n in CASES:
+                    async with asyncio.timeout(deadline_s + 4 * READY_TIMEOUT_S + 120):
+                        if kind == "listener":
+                            result = await listener_case(stage, rows, n, deadline_s)
+                        else:
+                            result = await procrastinate_case(stage, rows, n, deadline_s)
+                    runs[_case_key(kind, n)].append(result)
     return {
         "rows": rows,
         "repeat": repeat,

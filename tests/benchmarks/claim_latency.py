@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -189,6 +190,22 @@ class Stage:
         )
 
 
+@contextlib.asynccontextmanager
+async def staged(pg: EmbeddedPostgres, storage: StorageConfig, work: Path) -> AsyncIterator[Stage]:
+    """The listener's and procrastinate's schemas on `pg`, the AI simulator and a deferrer."""
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        await migrate(conn)
+        await apply_procrastinate_schema(pg.dsn)
+        async with (
+            simulator_process(duration_s=3600, keep_produced=False) as ai_url,
+            procrastinate_app(pg.dsn).open_async() as deferrer,
+        ):
+            yield Stage(pg.dsn, conn, ai_url, storage, work, deferrer)
+    finally:
+        await conn.close()
+
+
 async def rows_phase(stage: Stage, rate: float, count: int, users: int, drain_s: float) -> PhaseResult:
     """Warms up, inserts `count` rows at `rate` and waits up to `drain_s` for all to be taken."""
     await warm_up_rows(stage.conn)
@@ -270,33 +287,23 @@ async def bench(
     phases = ("listener",) if backlog else PHASES
     runs: dict[str, list[dict[str, PhaseResult]]] = {_rate_key(rate): [] for rate in rates}
     with EmbeddedPostgres() as pg, LocalS3() as s3:
-        conn = await asyncpg.connect(pg.dsn)
-        try:
-            await migrate(conn)
-            await apply_procrastinate_schema(pg.dsn)
-            async with (
-                simulator_process(duration_s=3600, keep_produced=False) as ai_url,
-                procrastinate_app(pg.dsn).open_async() as deferrer,
-            ):
-                stage = Stage(pg.dsn, conn, ai_url, s3.config(), work, deferrer)
-                for _ in range(repeat):
-                    for rate in rates:
-                        count = max(1, int(rate * seconds))
-                        bound_s = seconds * 3 + drain_s + 3 * READY_TIMEOUT_S
-                        run: dict[str, PhaseResult] = {}
-                        for phase in phases:
-                            async with asyncio.timeout(bound_s):
-                                if phase == "floor":
-                                    run[phase] = await floor_phase(stage, rate, count, users, drain_s)
-                                elif phase == "listener":
-                                    run[phase] = await listener_phase(
-                                        stage, rate, count, users, drain_s, backlog, per_user_limit
-                                    )
-                                else:
-                                    run[phase] = await procrastinate_phase(stage, rate, count, drain_s)
-                        runs[_rate_key(rate)].append(run)
-        finally:
-            await conn.close()
+        async with staged(pg, s3.config(), work) as stage:
+            for _ in range(repeat):
+                for rate in rates:
+                    count = max(1, int(rate * seconds))
+                    bound_s = seconds * 3 + drain_s + 3 * READY_TIMEOUT_S
+                    run: dict[str, PhaseResult] = {}
+                    for phase in phases:
+                        async with asyncio.timeout(bound_s):
+                            if phase == "floor":
+                                run[phase] = await floor_phase(stage, rate, count, users, drain_s)
+                            elif phase == "listener":
+                                run[phase] = await listener_phase(
+                                    stage, rate, count, users, drain_s, backlog, per_user_limit
+                                )
+                            else:
+                                run[phase] = await procrastinate_phase(stage, rate, count, drain_s)
+                    runs[_rate_key(rate)].append(run)
     return {
         "seconds_per_rate": seconds,
         "repeat": repeat,
