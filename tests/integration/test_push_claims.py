@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -55,6 +56,25 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield connection
     finally:
         await connection.close()
+
+
+@asynccontextmanager
+async def behind_a_link(
+    db_url: str, conn: asyncpg.Connection
+) -> AsyncIterator[tuple[LinkProxy, FinishedModel, Database]]:
+    """A finished row, and a Database that reaches Postgres through a link the test can cut."""
+    port = urlsplit(db_url).port
+    assert port is not None
+    link = LinkProxy(port)
+    await link.start()
+    try:
+        async with Database.connect(db_url) as direct:
+            finished = await finished_row(conn, direct)
+        through = urlsplit(db_url)._replace(netloc=f"postgres@127.0.0.1:{link.port}").geturl()
+        async with Database.connect(through) as db:
+            yield link, finished, db
+    finally:
+        await link.stop()
 
 
 async def finished_row(conn: asyncpg.Connection, db: Database) -> FinishedModel:
@@ -134,27 +154,17 @@ async def test_a_push_sent_while_the_database_is_away_is_recorded_once_it_is_bac
     db_url: str, conn: asyncpg.Connection, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     """Given up on, the end of the push would let the sweep send the same messages again."""
-    port = urlsplit(db_url).port
-    assert port is not None
-    link = LinkProxy(port)
-    await link.start()
-    try:
-        async with Database.connect(db_url) as direct:
-            finished = await finished_row(conn, direct)
-        through = urlsplit(db_url)._replace(netloc=f"postgres@127.0.0.1:{link.port}").geturl()
-        async with Database.connect(through) as db:
-            notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT, lease_s=30)
-            fcm.token_gate = asyncio.Event()
-            attempt = asyncio.create_task(notifier.model_finished(finished))
-            await asyncio.wait_for(fcm.token_requests_arrived.wait(), timeout=10)
-            link.cut()  # the database goes away while FCM is sending
-            fcm.token_gate.set()
-            await asyncio.sleep(2.0)  # FCM took the messages; their end cannot be written
-            assert len(fcm.delivered) == len(TOKENS)
-            link.heal()
-            await asyncio.wait_for(attempt, timeout=20)
-    finally:
-        await link.stop()
+    async with behind_a_link(db_url, conn) as (link, finished, db):
+        notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT, lease_s=30)
+        fcm.token_gate = asyncio.Event()
+        attempt = asyncio.create_task(notifier.model_finished(finished))
+        await asyncio.wait_for(fcm.token_requests_arrived.wait(), timeout=10)
+        link.cut()  # the database goes away while FCM is sending
+        fcm.token_gate.set()
+        await asyncio.sleep(2.0)  # FCM took the messages; their end cannot be written
+        assert len(fcm.delivered) == len(TOKENS)
+        link.heal()
+        await asyncio.wait_for(attempt, timeout=20)
     assert len(fcm.delivered) == len(TOKENS)
     state = await push_state(conn, finished.model_id)
     assert (state["push_result"], state["push_owner"]) == ("sent", None)
@@ -164,31 +174,21 @@ async def test_no_message_goes_to_fcm_while_the_database_is_away(
     db_url: str, conn: asyncpg.Connection, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     """What FCM takes is recorded a moment later: never sent into an outage a replica may die in."""
-    port = urlsplit(db_url).port
-    assert port is not None
-    link = LinkProxy(port)
-    await link.start()
-    try:
-        async with Database.connect(db_url) as direct:
-            finished = await finished_row(conn, direct)
-        through = urlsplit(db_url)._replace(netloc=f"postgres@127.0.0.1:{link.port}").geturl()
-        retry = RetryPolicy(first_wait_s=0.05, max_wait_s=0.1, deadline_s=30.0, max_attempts=100)
-        async with Database.connect(through) as db:
-            notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, retry, lease_s=30)
-            fcm.down = True  # FCM answers 503 for now: the attempt sends again and again
-            attempt = asyncio.create_task(notifier.model_finished(finished))
-            for _ in range(200):
-                if len(fcm.requests) >= 2:
-                    break
-                await asyncio.sleep(0.05)
-            link.cut()  # the database goes away, and FCM comes back meanwhile
-            fcm.down = False
-            await asyncio.sleep(1.5)
-            healed_at = time.time()
-            link.heal()
-            await asyncio.wait_for(attempt, timeout=20)
-    finally:
-        await link.stop()
+    retry = RetryPolicy(first_wait_s=0.05, max_wait_s=0.1, deadline_s=30.0, max_attempts=100)
+    async with behind_a_link(db_url, conn) as (link, finished, db):
+        notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, retry, lease_s=30)
+        fcm.down = True  # FCM answers 503 for now: the attempt sends again and again
+        attempt = asyncio.create_task(notifier.model_finished(finished))
+        for _ in range(200):
+            if len(fcm.requests) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        link.cut()  # the database goes away, and FCM comes back meanwhile
+        fcm.down = False
+        await asyncio.sleep(1.5)
+        healed_at = time.time()
+        link.heal()
+        await asyncio.wait_for(attempt, timeout=20)
     assert sorted(r.token for r in fcm.delivered) == sorted(TOKENS)
     assert all(r.received_at >= healed_at for r in fcm.delivered)
     assert (await push_state(conn, finished.model_id))["push_result"] == "sent"
