@@ -292,6 +292,12 @@ class Database:
         assert row is not None
         return ExpiredLeases(row["released"], row["next_expiry_s"])
 
+    async def forget_old_requests(self, days_kept: int, most: int) -> int:
+        """Prunes up to `most` requests older than `days_kept` from the daily budget's memory."""
+        row = await self.pg.fetchrow("forget_old_requests", days_kept, most)
+        assert row is not None
+        return int(row[0])
+
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
         """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""
         rows = await self.pg.fetch("give_up_jobs", max_claims)

@@ -83,6 +83,9 @@ class LeaseStore(Protocol):
     async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
         """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""
 
+    async def forget_old_requests(self, days_kept: int, most: int) -> int:
+        """Prunes up to `most` requests older than `days_kept` from the daily budget's memory."""
+
 
 class WakeUpHandler(Protocol):
     """What a source of wake-ups calls: the supervisor."""

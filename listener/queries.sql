@@ -120,6 +120,21 @@ SELECT (SELECT count(*) FROM released)::int AS released,
        (SELECT extract(epoch FROM min(lease_expires_at) - now())::float8 FROM listener.jobs
         WHERE finished_at IS NULL AND lease_owner IS NOT NULL AND lease_expires_at > now()) AS next_expiry_s;
 
+-- name: forget_old_requests
+-- $1 days kept, $2 most rows. The daily budget's memory of requests older than what is
+-- kept, pruned a batch at a time (the retries of a model id asked for that long ago are
+-- forgotten with it). Returns how many went.
+WITH gone AS (
+    DELETE FROM listener.requests WHERE ctid IN (
+        SELECT ctid FROM listener.requests
+        WHERE requested_at < now() - make_interval(days => $1)
+        ORDER BY requested_at
+        LIMIT $2
+    )
+    RETURNING 1
+)
+SELECT count(*)::int FROM gone;
+
 -- name: renew_leases
 -- $1 lease owner, $2 model ids, $3 lease seconds. Returns the jobs still ours to run;
 -- a missing id was cancelled, deleted, finished or taken over.

@@ -41,6 +41,10 @@ PUSH_GRACE_S = 10.0
 CLAIM_BATCH = 100
 # Claims after which a job that never finished (its replica died each time) is failed.
 MAX_CLAIMS = 8
+# Days the daily budget's memory of requests is kept (the limit itself looks back 24 hours),
+# and most of them pruned per sweep: small deletes that never hold the app's inserts up.
+REQUESTS_KEPT_DAYS = 30
+REQUESTS_PRUNED_PER_SWEEP = 500
 # Least time between sweeps, however soon the next lease runs out.
 MIN_SWEEP_GAP_S = 0.2
 # Pause after an unexpected error in a background loop, so that it cannot spin.
@@ -241,7 +245,7 @@ class Supervisor:
         push.add_done_callback(self.pushing.discard)
 
     async def _sweep_loop(self) -> None:
-        """Gives up, hands back expired leases, then looks for claimable rows.
+        """Gives up, hands back expired leases, prunes old requests, then looks for claimable rows.
 
         At start, then every sweep interval, or as soon as the next lease held runs out if
         that is sooner: the rows of a replica that died wait for another no longer than
@@ -263,6 +267,7 @@ class Supervisor:
                     found += expired.released
                 if expired.next_expiry_s is not None:
                     wait_s = min(wait_s, max(expired.next_expiry_s, MIN_SWEEP_GAP_S))
+                await self.leases.forget_old_requests(REQUESTS_KEPT_DAYS, REQUESTS_PRUNED_PER_SWEEP)
             except Exception as exc:
                 log.warning("sweep_failed", extra={"error": f"{type(exc).__name__}: {exc}"})
             if found or not at_start:  # at start, the first look after connecting claims anyway

@@ -149,6 +149,100 @@ async def test_limits_hold_for_any_api_role_but_not_for_the_service_role(conn: a
         await insert_model(conn, ADA)  # the server side is trusted
 
 
+# -- many rows in one statement --------------------------------------------------------------
+
+BULK_INSERT = """
+    INSERT INTO public.ai_generated_models
+        (user_id, generation_type, prompt, model_name, storage_path, status)
+    SELECT $1, 'text_to_3d', 'a lamp ' || n, 'Lamp', '', 'pending' FROM generate_series(1, $2) n
+"""
+
+
+async def bulk_insert_as(conn: asyncpg.Connection, user: uuid.UUID, rows: int) -> None:
+    """One INSERT of many rows, as supabase-js sends `.insert([...])`."""
+    async with as_app_user(conn, user):
+        await conn.execute(BULK_INSERT, user, rows)
+
+
+async def count_jobs(conn: asyncpg.Connection, user: uuid.UUID) -> int:
+    count: int = await conn.fetchval("SELECT count(*) FROM listener.jobs WHERE user_id = $1", user)
+    return count
+
+
+async def test_one_insert_of_200_rows_is_refused_whole_by_the_daily_limit(conn: asyncpg.Connection) -> None:
+    await set_limit(conn, "max_requests_per_day", "5")
+    with pytest.raises(asyncpg.CheckViolationError, match="asked for 5 models in the last 24 hours"):
+        await bulk_insert_as(conn, ADA, 200)
+    assert await count_jobs(conn, ADA) == 0
+    assert await conn.fetchval("SELECT count(*) FROM public.ai_generated_models") == 0
+    await bulk_insert_as(conn, ADA, 5)  # what the limit allows still goes through in one statement
+    with pytest.raises(asyncpg.CheckViolationError, match="asked for 5 models"):
+        await insert_as(conn, ADA)
+    assert await count_jobs(conn, ADA) == 5
+
+
+async def test_one_insert_of_200_rows_is_refused_whole_by_the_unfinished_limit(
+    conn: asyncpg.Connection,
+) -> None:
+    with pytest.raises(asyncpg.CheckViolationError, match="you already have 10 models waiting"):
+        await bulk_insert_as(conn, ADA, 200)
+    assert await count_jobs(conn, ADA) == 0
+    await bulk_insert_as(conn, ADA, 10)
+    assert await count_jobs(conn, ADA) == 10
+
+
+async def test_one_update_cannot_set_more_failed_rows_back_to_pending_than_the_limits_allow(
+    conn: asyncpg.Connection,
+) -> None:
+    await set_limit(conn, "max_unfinished_per_user", "NULL::integer")
+    ids = [await insert_model(conn, ADA) for _ in range(30)]  # written by the server: no limits
+    for model_id in ids:
+        await fail_as_listener(conn, model_id)
+    await set_limit(conn, "max_requests_per_day", "35")  # 30 spent: 5 left
+    retry_all = "UPDATE public.ai_generated_models SET status = 'pending' WHERE user_id = $1"
+    with pytest.raises(asyncpg.CheckViolationError, match="asked for 35 models in the last 24 hours"):
+        async with as_app_user(conn, ADA):
+            await conn.execute(retry_all, ADA)
+    assert (
+        await conn.fetchval("SELECT count(*) FROM public.ai_generated_models WHERE status = 'pending'") == 0
+    )
+    await set_limit(conn, "max_requests_per_day", "NULL::integer")
+    await set_limit(conn, "max_unfinished_per_user", "10")
+    with pytest.raises(asyncpg.CheckViolationError, match="you already have 10 models waiting"):
+        async with as_app_user(conn, ADA):
+            await conn.execute(retry_all, ADA)
+    assert await conn.fetchval("SELECT count(*) FROM listener.jobs WHERE finished_at IS NULL") == 0
+
+
+async def test_two_bulk_inserts_at_once_by_one_user_share_the_limit(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    await set_limit(conn, "max_requests_per_day", "8")
+    other = await asyncpg.connect(db_url)
+    watcher = await asyncpg.connect(db_url)
+    try:
+        first = conn.transaction()
+        await first.start()
+        await conn.execute("SELECT set_config('request.jwt.claims', $1, true)", json.dumps({"sub": str(ADA)}))
+        await conn.execute("SET LOCAL ROLE authenticated")
+        await conn.execute(BULK_INSERT, ADA, 5)
+        second = asyncio.create_task(bulk_insert_as(other, ADA, 5))
+        await wait_for_lock_wait(watcher)  # the second statement waits for the first to end
+        await first.commit()
+        with pytest.raises(asyncpg.CheckViolationError, match="asked for 8 models"):
+            await asyncio.wait_for(second, timeout=10)
+    finally:
+        await watcher.close()
+        await other.close()
+    assert await count_jobs(conn, ADA) == 5
+
+
+async def test_many_rows_of_a_trusted_role_are_not_limited(conn: asyncpg.Connection) -> None:
+    await set_limit(conn, "max_requests_per_day", "5")
+    await conn.execute(BULK_INSERT, ADA, 200)
+    assert await count_jobs(conn, ADA) == 200
+
+
 # -- how long a request may be ------------------------------------------------------------
 
 
@@ -234,3 +328,50 @@ async def test_an_owner_may_still_change_their_own_columns_of_a_finished_row(
     assert await conn.fetchval(
         "SELECT model_name FROM public.ai_generated_models WHERE id = $1", model_id
     ) == ("Renamed")
+
+
+@pytest.mark.parametrize("ended_as", ["completed", "cancelled"])
+async def test_an_owner_cannot_have_a_row_that_did_not_fail_generated_again(
+    conn: asyncpg.Connection, ended_as: str
+) -> None:
+    model_id = await insert_as(conn, ADA)
+    await conn.execute(
+        "UPDATE listener.jobs SET finished_at = now(), outcome = $2 WHERE model_id = $1", model_id, ended_as
+    )
+    await conn.execute("UPDATE public.ai_generated_models SET status = $2 WHERE id = $1", model_id, ended_as)
+    async with as_app_user(conn, ADA):  # the status is the owner's to write...
+        await conn.execute("UPDATE public.ai_generated_models SET status = 'failed' WHERE id = $1", model_id)
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only a model whose generation failed"):
+        async with as_app_user(conn, ADA):  # ...but it does not make the generation a failed one
+            await conn.execute(
+                "UPDATE public.ai_generated_models SET status = 'pending' WHERE id = $1", model_id
+            )
+    assert await conn.fetchval("SELECT outcome FROM listener.jobs WHERE model_id = $1", model_id) == ended_as
+
+
+async def test_a_row_whose_generation_failed_may_be_retried(conn: asyncpg.Connection) -> None:
+    model_id = await insert_as(conn, ADA)
+    await fail_as_listener(conn, model_id)
+    async with as_app_user(conn, ADA):
+        await conn.execute("UPDATE public.ai_generated_models SET status = 'pending' WHERE id = $1", model_id)
+    assert await conn.fetchval("SELECT finished_at FROM listener.jobs WHERE model_id = $1", model_id) is None
+
+
+async def test_the_daily_budgets_memory_is_pruned_a_batch_at_a_time_and_keeps_what_counts(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    old = [await insert_as(conn, ADA) for _ in range(3)]
+    await conn.execute(
+        "UPDATE listener.requests SET requested_at = now() - interval '31 days' WHERE model_id = ANY($1)", old
+    )
+    await set_limit(conn, "max_requests_per_day", "2")
+    await insert_as(conn, ADA)
+    async with Database.connect(db_url) as db:
+        assert await db.forget_old_requests(30, 2) == 2
+        assert await db.forget_old_requests(30, 2) == 1
+        assert await db.forget_old_requests(30, 2) == 0
+    assert await conn.fetchval("SELECT count(*) FROM listener.requests") == 1
+    assert await count_jobs(conn, ADA) == 4  # the app's rows and their jobs are not touched
+    await insert_as(conn, ADA)
+    with pytest.raises(asyncpg.CheckViolationError, match="asked for 2 models"):
+        await insert_as(conn, ADA)  # what happened today still counts

@@ -142,6 +142,22 @@ async def test_owner_cancels_a_pending_row_and_the_listener_hears_it(
     assert job["cancel_requested"] and job["outcome"] == "cancelled" and job["finished_at"] is not None
 
 
+async def test_deleting_rows_tells_the_replicas_only_of_jobs_it_ended(
+    db_url: str, conn: asyncpg.Connection
+) -> None:
+    waiting = await insert_model(conn, ADA)
+    await insert_model(conn, ADA, status="processing")  # the app's older paths: no job
+    finished = await insert_model(conn, ADA)
+    await conn.execute(
+        "UPDATE listener.jobs SET finished_at = now(), outcome = 'failed' WHERE model_id = $1", finished
+    )
+    await conn.execute("UPDATE public.ai_generated_models SET status = 'processing' WHERE id = $1", finished)
+    heard = await notifications_after(
+        db_url, "listener_cancels", conn, "DELETE FROM public.ai_generated_models WHERE user_id = $1", ADA
+    )
+    assert heard == [str(waiting)]
+
+
 async def test_owner_retries_a_failed_row_a_bounded_number_of_times(
     db_url: str, conn: asyncpg.Connection
 ) -> None:
@@ -192,7 +208,7 @@ async def test_owner_keeps_todays_rules_on_rows_the_listener_does_not_own(conn: 
     with pytest.raises(asyncpg.InsufficientPrivilegeError, match="written by the listener only"):
         async with as_app_user(conn, ADA):
             await conn.execute("UPDATE public.ai_generated_models SET progress = 50 WHERE id = $1", old_path)
-    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only a failed model"):
+    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="only a model whose generation failed"):
         async with as_app_user(conn, ADA):
             await conn.execute(
                 "UPDATE public.ai_generated_models SET status = 'pending' WHERE id = $1", old_path

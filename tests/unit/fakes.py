@@ -135,6 +135,7 @@ class FakeJobStore:
         self.next_expiry_s: float | None = None  # what it says of the next lease to run out
         self.released_owners: list[str] = []
         self.given_up: list[FinishedModel] = []  # returned by the next give_up_jobs
+        self.forget_calls: list[tuple[int, int]] = []  # (days kept, most) of each prune
 
     def add(self, job: ClaimedJob, *, owner: str | None = None) -> ClaimedJob:
         self.rows[job.model_id] = Row(
@@ -285,6 +286,10 @@ class FakeJobStore:
         self.give_up_after.append(max_claims)
         given_up, self.given_up = self.given_up, []
         return given_up
+
+    async def forget_old_requests(self, days_kept: int, most: int) -> int:
+        self.forget_calls.append((days_kept, most))
+        return 0
 
 
 # -- the AI server ------------------------------------------------------------------------

@@ -14,7 +14,12 @@ import pytest
 from listener.errors import TransientError
 from listener.metrics import Metrics
 from listener.model import ClaimedJob, FinishedModel, JobOutcome, Results
-from listener.supervisor import Supervisor, SupervisorSettings
+from listener.supervisor import (
+    REQUESTS_KEPT_DAYS,
+    REQUESTS_PRUNED_PER_SWEEP,
+    Supervisor,
+    SupervisorSettings,
+)
 from tests.unit.fakes import OWNER, FakeJobStore, FakeWakeUps, claimed_job
 
 SAFETY_S = 2.0
@@ -176,6 +181,13 @@ async def test_the_sweep_looks_again_as_soon_as_the_next_lease_runs_out() -> Non
     store.next_expiry_s = 0.0
     async with supervising(sweep_interval_s=3600.0, store=store) as h:
         await eventually(lambda: h.store.sweeps >= 3, "three sweeps")
+
+
+async def test_every_sweep_prunes_the_daily_budgets_memory_older_than_it_keeps() -> None:
+    async with supervising(sweep_interval_s=0.01) as h:
+        await eventually(lambda: len(h.store.forget_calls) >= 2, "two prunes")
+        assert set(h.store.forget_calls) == {(REQUESTS_KEPT_DAYS, REQUESTS_PRUNED_PER_SWEEP)}
+        assert REQUESTS_KEPT_DAYS >= 1  # the daily limit looks back a day: never forget sooner
 
 
 async def test_the_first_sweep_at_start_wakes_the_claim_loop_only_if_it_freed_rows() -> None:
