@@ -141,7 +141,11 @@ async def serve(
         readiness.not_ready_reason,
         # The dashboard, when its token is set, on the same port; it reads through the pool once open.
         on_app=dashboard_routes(
-            settings.dashboard_token, lambda: readiness.pg, owner=owner, lease_s=settings.lease_s
+            settings.dashboard_token,
+            lambda: readiness.pg,
+            owner=owner,
+            lease_s=settings.lease_s,
+            allow_http=settings.dashboard_allow_http,
         ),
     )
     await health.start()

@@ -59,7 +59,12 @@ SETTINGS_DOCS = (
     SettingDoc(
         "LISTENER_DASHBOARD_TOKEN",
         "unset: dashboard off",
-        "the token that opens /dashboard and /api/ on the same port (long and random)",
+        "the token that opens /dashboard and /api/ on the same port (32 characters or more, random)",
+    ),
+    SettingDoc(
+        "LISTENER_DASHBOARD_ALLOW_HTTP",
+        "false",
+        "true: the dashboard's session cookie also works over plain HTTP, for browsers on the same machine",
     ),
     SettingDoc("LISTENER_LOG_FORMAT", "json", "json (one object per line) or text"),
     SettingDoc("LISTENER_PROGRESS_INTERVAL", "2", "least seconds between progress writes of a row"),
@@ -119,11 +124,15 @@ class Settings:
     result_origins: frozenset[str] = frozenset()
     spool_max_bytes: int = 8 * 1024**3
     dashboard_token: str | None = field(default=None, repr=False)
+    dashboard_allow_http: bool = False
     db_pool_size: int = 5
     storage_hold_s: float = 6 * 3600.0
 
 
 TRANSACTION_POOLER_PORT = 6543
+# A dashboard token shorter than this could be guessed; 32 characters of token_urlsafe are
+# 192 bits.
+DASHBOARD_TOKEN_LEAST_CHARS = 32
 SUPABASE_POOLER_DOMAIN = ".pooler.supabase.com"
 
 
@@ -209,6 +218,21 @@ class _Reader:
         value = self._parsed(name, default, float, "a number of seconds")
         if not value > 0:
             self._problem(f"{name} must be more than 0, got {value}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.text(name, "true" if default else "false").lower()
+        if value not in ("true", "false"):
+            self._problem(f"{name} must be true or false, got {value!r}")
+        return value == "true"
+
+    def secret(self, name: str, *, least_chars: int) -> str | None:
+        value = self.optional(name)
+        if value is not None and len(value) < least_chars:
+            self._problem(
+                f"{name} must be at least {least_chars} characters (it has {len(value)}); make one with "
+                'python3 -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
         return value
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -320,7 +344,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         spool_dir=Path(read.text("LISTENER_SPOOL_DIR", "/tmp/listener-spool")),
         result_origins=read.origins("LISTENER_RESULT_ORIGINS"),
         spool_max_bytes=read.positive_int("LISTENER_SPOOL_MAX_BYTES", 8 * 1024**3),
-        dashboard_token=read.optional("LISTENER_DASHBOARD_TOKEN"),
+        dashboard_token=read.secret("LISTENER_DASHBOARD_TOKEN", least_chars=DASHBOARD_TOKEN_LEAST_CHARS),
+        dashboard_allow_http=read.flag("LISTENER_DASHBOARD_ALLOW_HTTP", False),
         db_pool_size=read.positive_int("LISTENER_DB_POOL_SIZE", 5),
         storage_hold_s=read.positive_float("LISTENER_STORAGE_HOLD", 6 * 3600.0),
     )

@@ -32,7 +32,7 @@ SHORT_USER = 8  # characters of a user id shown
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIRST_PAGE = (datetime.max.replace(tzinfo=UTC), uuid.UUID(int=(1 << 128) - 1))
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
-_HEX = re.compile(r"[0-9a-f]{1,32}")
+_HEX = re.compile(rf"[0-9a-f]{{1,{SHORT_USER}}}")  # no more of an id than the page shows
 
 
 def short_user(user_id: uuid.UUID) -> str:

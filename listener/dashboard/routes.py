@@ -13,7 +13,19 @@ from typing import Any
 
 from aiohttp import web
 
-from listener.dashboard.auth import PAGE_POLICY, SAFE_HEADERS, TokenGate, refused, sign_in_page
+from listener.dashboard.auth import (
+    PAGE_POLICY,
+    SAFE_HEADERS,
+    USED_LINK,
+    WRONG_TOKEN,
+    Access,
+    TokenGate,
+    cross_site,
+    from_own_pages,
+    refused,
+    sign_in_page,
+    throttled,
+)
 from listener.dashboard.reads import FILE_COLUMNS, DashboardReads, Filters, window_hours
 from listener.db import Postgres
 from listener.errors import DatabaseUnavailable
@@ -44,8 +56,8 @@ def _signature(snapshot: dict[str, Any]) -> tuple[object, ...]:
 class Dashboard:
     """The dashboard on the health server's application; `install` adds its routes."""
 
-    def __init__(self, token: str, reads: DashboardReads) -> None:
-        self.gate = TokenGate(token)
+    def __init__(self, token: str, reads: DashboardReads, *, allow_http: bool = False) -> None:
+        self.gate = TokenGate(token, allow_http=allow_http)
         self.reads = reads
         self._closing = asyncio.Event()
 
@@ -54,7 +66,9 @@ class Dashboard:
         add = app.router.add_get
         add("/dashboard", self._page)
         app.router.add_post("/dashboard/sign-in", self._sign_in)
+        add("/dashboard/sign-in/{code}", self._sign_in_link)
         app.router.add_post("/dashboard/sign-out", self._sign_out)
+        app.router.add_post("/api/sign-in-links", self._guard(self._new_sign_in_link))
         add("/dashboard/static/{name}", self._guard(self._static))
         add("/api/generations", self._guard(self._generations))
         add("/api/generations/{id}", self._guard(self._generation))
@@ -70,8 +84,13 @@ class Dashboard:
         """`handler` for requests with the token; 401 for the others, 503 while the database is away."""
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            if not self.gate.allows(request):
+            access = self.gate.check(request)
+            if access is Access.THROTTLED:
+                return throttled(self.gate, request)
+            if access is not Access.GRANTED:
                 return refused()
+            if request.method == "POST" and not from_own_pages(request):
+                return cross_site()
             try:
                 return await handler(request)
             except DatabaseUnavailable:
@@ -88,12 +107,7 @@ class Dashboard:
         self._closing.set()
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
-        given = request.query.get("token")
-        if given is not None:  # a link with the token signs in once, then leaves the address bar
-            if not self.gate.is_token(given):
-                return sign_in_page(wrong=True)
-            return self._signed_in(request)
-        if not self.gate.allows(request):
+        if self.gate.check(request) is not Access.GRANTED:
             return sign_in_page()
         return web.Response(body=static_file("index.html"), content_type="text/html", charset="utf-8")
 
@@ -103,15 +117,39 @@ class Dashboard:
         return response
 
     async def _sign_in(self, request: web.Request) -> web.StreamResponse:
+        if not from_own_pages(request):
+            return cross_site()
         form = await request.post()
         given = form.get("token")
-        if isinstance(given, str) and self.gate.is_token(given.strip()):
+        access = self.gate.check_token(request, given.strip() if isinstance(given, str) else None)
+        if access is Access.THROTTLED:
+            return throttled(self.gate, request, page=True)
+        if access is Access.GRANTED:
             return self._signed_in(request)
-        return sign_in_page(wrong=True)
+        return sign_in_page(WRONG_TOKEN)
 
-    async def _sign_out(self, _: web.Request) -> web.StreamResponse:
+    async def _sign_in_link(self, request: web.Request) -> web.StreamResponse:
+        """A one-time link (from POST /api/sign-in-links) opens a session, then leaves the address bar."""
+        if self.gate.sign_in_links.redeem(request.match_info["code"]):
+            return self._signed_in(request)
+        return sign_in_page(USED_LINK)
+
+    async def _new_sign_in_link(self, request: web.Request) -> web.StreamResponse:
+        path = f"/dashboard/sign-in/{self.gate.sign_in_links.issue()}"
+        return web.json_response(
+            {
+                "url": str(request.url.with_path(path).with_query(None)),
+                "path": path,
+                "expires_in_s": round(self.gate.sign_in_links.lifetime_s),
+            },
+            status=201,
+        )
+
+    async def _sign_out(self, request: web.Request) -> web.StreamResponse:
+        if not from_own_pages(request):
+            return cross_site()
         response = web.Response(status=303, headers={"Location": "/dashboard"})
-        self.gate.sign_out(response)
+        self.gate.sign_out(response, request)
         return response
 
     async def _static(self, request: web.Request) -> web.StreamResponse:
@@ -194,9 +232,15 @@ def _model_id(request: web.Request) -> uuid.UUID | None:
 
 
 def dashboard_routes(
-    token: str | None, pg_of: Callable[[], Postgres | None], *, owner: str, lease_s: float
+    token: str | None,
+    pg_of: Callable[[], Postgres | None],
+    *,
+    owner: str,
+    lease_s: float,
+    allow_http: bool = False,
 ) -> Callable[[web.Application], None] | None:
     """What adds the dashboard to the health server's app; None without a token (the dashboard is off)."""
     if token is None:
         return None
-    return Dashboard(token, DashboardReads(pg_of, owner=owner, lease_s=lease_s)).install
+    reads = DashboardReads(pg_of, owner=owner, lease_s=lease_s)
+    return Dashboard(token, reads, allow_http=allow_http).install

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
+import aiohttp
 import asyncpg
 
 from listener.logs import JsonFormatter, quiet_noisy_loggers
@@ -169,7 +170,7 @@ class Demo:
             await self._watch()
             self.code = self._summary()
             if self.keep_running:
-                self._print_endpoints()
+                await self._print_endpoints()
                 self.phase = "idle"
                 await self.interrupted.wait()
             return self.code
@@ -227,6 +228,7 @@ class Demo:
             LISTENER_PROGRESS_INTERVAL="0.3",
             LISTENER_LEASE_SECONDS="10",
             LISTENER_DASHBOARD_TOKEN=self.dashboard_token,
+            LISTENER_DASHBOARD_ALLOW_HTTP="true",  # the browser is on this machine, over plain HTTP
         )
 
     async def _insert_rows(self) -> None:
@@ -316,15 +318,17 @@ class Demo:
         self._say(f"all {len(self.rows)} rows ended as expected")
         return 0
 
-    def _print_endpoints(self) -> None:
+    async def _print_endpoints(self) -> None:
         s, storage = self.settings, self.settings.storage
+        link = await _sign_in_link(f"http://{s.http_host}:{s.http_port}", self.dashboard_token)
         self._say(
             f"\nstill running (Ctrl-C stops and removes everything):\n  DATABASE_URL={s.database_url}\n"
             f"  AI_PYTHON_URL={s.ai_url}\n  STORAGE_S3_ENDPOINT={storage.endpoint_url}  (bucket "
             f"{storage.bucket}, key {storage.access_key_id} / {storage.secret_access_key})\n"
             f"  try: DATABASE_URL={s.database_url} listener status\n"
-            f"  dashboard: http://{s.http_host}:{s.http_port}/dashboard?token={self.dashboard_token}\n"
-            f"    (the link signs you in; scripts send `Authorization: Bearer {self.dashboard_token}`)"
+            f"  dashboard: {link}\n"
+            f"    (the link signs you in once, within 10 minutes; the token is {self.dashboard_token},\n"
+            f"    scripts send it as `Authorization: Bearer <token>`)"
         )
 
     def _remove_workdir(self) -> None:
@@ -359,6 +363,17 @@ def _logging_to(path: Path) -> Iterator[None]:
         root.handlers[:], level = saved
         root.setLevel(level)
         handler.close()
+
+
+async def _sign_in_link(base_url: str, token: str) -> str:
+    """A one-time link into the dashboard, asked of the listener as a script would."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{base_url}/api/sign-in-links", headers={"Authorization": f"Bearer {token}"}) as answer,
+    ):
+        answer.raise_for_status()
+        url: str = (await answer.json())["url"]
+        return url
 
 
 async def _stop_listener(stop: asyncio.Event, task: asyncio.Task[Any]) -> None:

@@ -32,7 +32,7 @@ DATABASE_PASSWORD = "pw-never-in-a-log"
 PARAMETER_PASSWORD = "param-pw-never-in-a-log"
 AI_SERVER_PASSWORD = "ai-pw-never-in-a-log"
 # What opens the dashboard in the tests that turn it on.
-DASHBOARD_TOKEN = "dashboard-token-never-in-a-log"
+DASHBOARD_TOKEN = "dashboard-token-never-in-a-log-4f1c9e"  # 32 characters or more, as required
 SECRETS = (DATABASE_PASSWORD, "local-secret-key", PARAMETER_PASSWORD, AI_SERVER_PASSWORD, DASHBOARD_TOKEN)
 # Retries in tests wait no time; a failure budget is still spent attempt by attempt.
 NO_WAIT = RetryPolicy(deadline_s=30.0, max_attempts=4).scaled(0)
