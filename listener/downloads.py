@@ -17,6 +17,10 @@ CHUNK_BYTES = 256 * 1024
 FREE_MARGIN_BYTES = 64 * MIB
 
 
+class FileTooLarge(PermanentError):
+    """A file larger than the limit it was fetched under."""
+
+
 @dataclass(frozen=True)
 class LeastRate:
     """A transfer that moves fewer than `bytes_per_s` on average over `window_s` is abandoned."""
@@ -48,7 +52,7 @@ async def download(
                 )
             declared = response.content_length
             if declared is not None and declared > max_bytes:
-                raise PermanentError(_too_large(what, max_bytes))
+                raise FileTooLarge(_too_large(what, max_bytes))
             _check_free_space(dest.parent, declared or 0, what)
             return await _stream(response.content, dest, max_bytes, what, least_rate)
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -75,7 +79,7 @@ async def _stream(
                     size += len(chunk)
                     window_bytes += len(chunk)
                     if size > max_bytes:
-                        raise PermanentError(_too_large(what, max_bytes))
+                        raise FileTooLarge(_too_large(what, max_bytes))
                     out.write(chunk)
                 if loop.time() - window_start >= least_rate.window_s:
                     if window_bytes < least_rate.bytes_per_s * least_rate.window_s:

@@ -19,7 +19,6 @@ from listener.ai_client import AIClient
 from listener.ai_watch import AIServerWatch
 from listener.dashboard.routes import dashboard_routes
 from listener.db import Database, Postgres, is_transaction_pooler
-from listener.downloads import download
 from listener.errors import DatabaseUnavailable
 from listener.generation import run_job
 from listener.health import HealthServer
@@ -33,6 +32,7 @@ from listener.reachability import Reachability
 from listener.redact import redact_url
 from listener.retry import RetryPolicy
 from listener.settings import Settings
+from listener.source_images import SourceImageFetcher
 from listener.spool import SpoolBudget
 from listener.storage import Storage
 from listener.storage_state import StorageState
@@ -157,6 +157,7 @@ async def serve(
                 timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=64, force_close=True)
             ) as submit_http,
             Storage(settings.storage) as storage,
+            SourceImageFetcher() as source_images,
         ):
             if not await wait_for_database(pg, stop):
                 log.info("listener_stopped_before_start")
@@ -179,7 +180,7 @@ async def serve(
                 db=db,
                 ai=AIClient(settings.ai_url, http, submit_http, result_origins=settings.result_origins),
                 storage=storage,
-                fetch_url=functools.partial(_fetch_source, http),
+                fetch_url=source_images.fetch,
                 metrics=metrics,
                 spool=SpoolBudget(settings.spool_max_bytes),
                 storage_state=storage_state,
@@ -272,7 +273,3 @@ def _push_sender(settings: Settings) -> FcmSender | None:
     if settings.firebase_credentials is None:
         return None
     return FcmSender.from_credentials(settings.firebase_credentials, settings.fcm_endpoint)
-
-
-async def _fetch_source(http: aiohttp.ClientSession, url: str, dest: Path, max_bytes: int) -> int:
-    return await download(http, url, dest, max_bytes, what="source image")

@@ -48,7 +48,11 @@ SETTINGS_DOCS = (
     SettingDoc("LISTENER_MAX_POLL_FAILURES", "10", "failed polls in a row before the row fails"),
     SettingDoc("LISTENER_GENERATION_TIMEOUT", "1800", "seconds from submission before the row fails"),
     SettingDoc("LISTENER_LEASE_SECONDS", "60", "how long a claim lasts unless renewed"),
-    SettingDoc("LISTENER_SOURCE_HOSTS", "empty", "comma-separated hosts source images may be fetched from"),
+    SettingDoc(
+        "LISTENER_SOURCE_HOSTS",
+        "empty",
+        "comma-separated hosts source images may be fetched from over https (host:port for a port other than 443)",
+    ),
     SettingDoc(
         "LISTENER_RESULT_ORIGINS",
         "empty",

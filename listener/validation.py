@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from listener.errors import PermanentError
 from listener.model import ClaimedJob, ModelRequest
@@ -99,17 +99,31 @@ def _source_image(
         raw = unquote(raw[len(public_prefix) :])
     parts = urlsplit(raw)
     if parts.scheme in ("http", "https"):
-        if (parts.hostname or "").lower() not in source_hosts:
-            raise PermanentError(
-                f"The source image is on {parts.hostname or 'an unknown host'}, which is not an allowed host."
-            )
+        _check_source_url(parts, source_hosts)
         return SourceImage(None, raw, *_image_name(parts.path))
     if parts.scheme or parts.netloc:
-        raise PermanentError("The source image must be a Storage path or an http(s) URL on an allowed host.")
+        raise PermanentError("The source image must be a Storage path or an https URL on an allowed host.")
     path = PurePosixPath(raw.lstrip("/"))
     if ".." in path.parts or len(path.parts) < 2 or path.parts[0] != str(job.user_id):
         raise PermanentError("The source image must be a Storage path in the owner's own folder.")
     return SourceImage(str(path), None, *_image_name(str(path)))
+
+
+def _check_source_url(parts: SplitResult, source_hosts: frozenset[str]) -> None:
+    """An https URL on an allowed host, on port 443 or a port listed with the host (`host:port`)."""
+    host = (parts.hostname or "").lower()
+    if host not in source_hosts and not any(entry.startswith(f"{host}:") for entry in source_hosts):
+        raise PermanentError(
+            f"The source image is on {host or 'an unknown host'}, which is not an allowed host."
+        )
+    if parts.scheme != "https":
+        raise PermanentError("The source image URL must start with https://.")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port not in (None, 443) and f"{host}:{port}" not in source_hosts:
+        raise PermanentError(f"The source image URL names a port that is not allowed for {host}.")
 
 
 def _image_name(path: str) -> tuple[str, str]:

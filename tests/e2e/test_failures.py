@@ -42,6 +42,7 @@ async def test_bad_requests_fail_with_plain_reasons_and_the_rest_are_served(
 ) -> None:
     base_url, asked = image_host
     localhost_url = base_url.replace("127.0.0.1", "localhost")
+    host_and_port = base_url.removeprefix("http://")
     rows = await run_rows(
         stack,
         [
@@ -54,7 +55,13 @@ async def test_bad_requests_fail_with_plain_reasons_and_the_rest_are_served(
                 "prompt": None,
                 "source_image_url": "ftp://files.example/a.png",
             },
-            {"generation_type": "image_to_3d", "prompt": None, "source_image_url": f"{base_url}/ok.png"},
+            {"generation_type": "image_to_3d", "prompt": None, "source_image_url": f"{base_url}/plain.png"},
+            # On an allowed host and port, but a loopback address: never connected to.
+            {
+                "generation_type": "image_to_3d",
+                "prompt": None,
+                "source_image_url": f"https://{host_and_port}/inside.png",
+            },
             {
                 "generation_type": "image_to_3d",
                 "prompt": None,
@@ -62,21 +69,22 @@ async def test_bad_requests_fail_with_plain_reasons_and_the_rest_are_served(
             },
             GOOD,
         ],
-        LISTENER_SOURCE_HOSTS="127.0.0.1, images.example.com",
+        LISTENER_SOURCE_HOSTS=f"{host_and_port}, images.example.com",
     )
     assert [(r["status"], r["error_message"]) for r in rows] == [
         ("failed", "The prompt is empty."),
         ("failed", "The prompt is too long: 1000 characters, the most the AI server accepts is 600."),
         ("failed", "The generation type 'text_to_image' is not supported; use text_to_3d or image_to_3d."),
         ("failed", "The source image is on localhost, which is not an allowed host."),
-        ("failed", "The source image must be a Storage path or an http(s) URL on an allowed host."),
-        ("completed", None),
+        ("failed", "The source image must be a Storage path or an https URL on an allowed host."),
+        ("failed", "The source image URL must start with https://."),
+        ("failed", "The source image could not be fetched from its URL."),
         ("failed", "The source image must be a Storage path in the owner's own folder."),
         ("completed", None),
     ]
-    # Only the allowed host was asked, once; the AI server saw only the two good requests.
-    assert asked == ["/ok.png"]
-    assert len(stack.simulator.submissions) == 2
+    # The image host was never asked; the AI server saw only the good request.
+    assert asked == []
+    assert len(stack.simulator.submissions) == 1
 
 
 async def test_upstream_failure_ends_the_row_with_the_upstream_reason(stack: Stack) -> None:

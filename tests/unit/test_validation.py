@@ -153,8 +153,8 @@ def test_a_polycount_out_of_range_or_not_whole_is_refused(value: float) -> None:
             SourceImage(None, "https://IMAGES.example.com/pics/dog.webp", "dog.webp", "image/webp"),
         ),
         (
-            f"http://{SOURCE_HOST}/pics/dog%20two.jpg",
-            SourceImage(None, f"http://{SOURCE_HOST}/pics/dog%20two.jpg", "dog two.jpg", "image/jpeg"),
+            f"https://{SOURCE_HOST}:443/pics/dog%20two.jpg",
+            SourceImage(None, f"https://{SOURCE_HOST}:443/pics/dog%20two.jpg", "dog two.jpg", "image/jpeg"),
         ),
     ],
 )
@@ -162,6 +162,23 @@ def test_a_source_image_in_the_owners_folder_or_on_an_allowed_host_is_accepted(
     source: str, expected: SourceImage
 ) -> None:
     assert check(**image(source)).image == expected
+
+
+def test_a_source_image_url_must_be_https() -> None:
+    assert (
+        refused(**image(f"http://{SOURCE_HOST}/dog.png")) == "The source image URL must start with https://."
+    )
+
+
+def test_a_source_image_url_may_name_only_port_443_or_a_port_listed_with_its_host() -> None:
+    source = f"https://{SOURCE_HOST}:8443/dog.png"
+    assert refused(**image(source)) == (
+        f"The source image URL names a port that is not allowed for {SOURCE_HOST}."
+    )
+    job = claimed_job(generation_type="image_to_3d", prompt=None, source_image_url=source)
+    listed = frozenset({f"{SOURCE_HOST}:8443"})
+    request = validate(job, bucket=BUCKET, public_base_url=PUBLIC_BASE_URL, source_hosts=listed)
+    assert request.image == SourceImage(None, source, "dog.png", "image/png")
 
 
 @pytest.mark.parametrize("source", [None, "", "   "])
@@ -205,7 +222,7 @@ def test_a_source_image_on_a_host_not_allowed_is_refused(source: str, host: str)
     "source", [f"ftp://{SOURCE_HOST}/cat.png", f"//{SOURCE_HOST}/cat.png", "file:///etc/cat.png"]
 )
 def test_a_source_image_that_is_neither_a_storage_path_nor_http_is_refused(source: str) -> None:
-    assert "must be a Storage path or an http(s) URL" in refused(**image(source))
+    assert "must be a Storage path or an https URL" in refused(**image(source))
 
 
 @pytest.mark.parametrize(
