@@ -51,7 +51,7 @@ SETTINGS_DOCS = (
     SettingDoc(
         "LISTENER_SOURCE_HOSTS",
         "empty",
-        "comma-separated hosts source images may be fetched from over https (host:port for a port other than 443)",
+        "comma-separated hosts source images may be fetched from over https (host:port if not 443)",
     ),
     SettingDoc(
         "LISTENER_RESULT_ORIGINS",
