@@ -9,16 +9,19 @@ from pathlib import Path
 
 import aiohttp
 
-from listener.errors import FileGone, PermanentError, SpoolUnavailable, TransferStalled, TransientError
+from listener.errors import (
+    FileGone,
+    FileTooLarge,
+    PermanentError,
+    SpoolUnavailable,
+    TransferStalled,
+    TransientError,
+)
 from listener.sizes import MIB, human_size
 
 CHUNK_BYTES = 256 * 1024
 # Kept free on the spool's disk beyond a file's declared size, for everything else on it.
 FREE_MARGIN_BYTES = 64 * MIB
-
-
-class FileTooLarge(PermanentError):
-    """A file larger than the limit it was fetched under."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,9 @@
     │                             app hold them (migrate.py); the message names them
     ├── MigrationRefused          the role may not apply the migrations (it does not own the
     │                             app's table); nothing was changed (migrate.py)
+    ├── AddressNotPublic          a source image's host resolves to no public address
+    │                             (source_images.py); also an OSError, so that the HTTP client
+    │                             fails the connection; the row fails in plain words
     ├── LeaseLost                 the row is no longer this replica's: cancelled, deleted or taken
     │                             over (raised by generation.py when a write finds the job gone);
     │                             the row's coroutine stops without writing
@@ -28,7 +31,8 @@
     │   │                         the row waits and asks for the file again, it does not fail
     │   └── PushUndelivered       some push messages met a retryable error (push/notifier.py)
     └── PermanentError            ends the row as `failed`; its message is the sentence the
-                                  owner reads in `error_message` and in the push
+        │                         owner reads in `error_message` and in the push
+        └── FileTooLarge          a file larger than the limit it was fetched under (downloads.py)
 
 Adapters translate their SDK's exceptions at the edge (`raise TransientError(...) from exc`),
 so nothing above them sees an asyncpg, aiohttp, botocore or firebase error.
@@ -97,6 +101,10 @@ class PushUndelivered(TransientError):
     """Some push messages met a retryable error."""
 
 
+class AddressNotPublic(ListenerError, OSError):
+    """A host that resolves to no address the listener may connect to."""
+
+
 class PermanentError(ListenerError):
     """A failure that ends the row as `failed`; the message is the reason a person reads."""
 
@@ -104,3 +112,7 @@ class PermanentError(ListenerError):
         super().__init__(message)
         # A short class of the reason for metrics (timeout, upstream, ...); None: the failing step's name.
         self.kind = kind
+
+
+class FileTooLarge(PermanentError):
+    """A file larger than the limit it was fetched under."""

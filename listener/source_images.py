@@ -26,18 +26,21 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from listener.downloads import FileTooLarge, download
-from listener.errors import FileGone, PermanentError, SpoolUnavailable, TransientError
+from listener.downloads import download
+from listener.errors import (
+    AddressNotPublic,
+    FileGone,
+    FileTooLarge,
+    PermanentError,
+    SpoolUnavailable,
+    TransientError,
+)
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 TIMEOUT = aiohttp.ClientTimeout(total=120, sock_connect=10, sock_read=30)
 NOT_FETCHED = "The source image could not be fetched from its URL."
 NOT_ANSWERING = "the source image's host did not answer"
-
-
-class NotPublic(OSError):
-    """A host that resolves to no address the listener may connect to."""
 
 
 def is_public(address: IPAddress) -> bool:
@@ -62,12 +65,12 @@ class PublicAddressResolver(AbstractResolver):
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
-        """The addresses of `host` that may be connected to; NotPublic if there are none."""
+        """The addresses of `host` that may be connected to; AddressNotPublic if there are none."""
         allowed = [
             found for found in await self._inner.resolve(host, port, family) if self.allows(found["host"])
         ]
         if not allowed:
-            raise NotPublic(f"{host} has no public address")
+            raise AddressNotPublic(f"{host} has no public address")
         return allowed
 
     async def close(self) -> None:
@@ -110,7 +113,7 @@ class SourceImageFetcher:
         except FileGone as exc:
             raise PermanentError(NOT_FETCHED) from exc
         except TransientError as exc:
-            if _caused_by(exc, NotPublic):
+            if _caused_by(exc, AddressNotPublic):
                 raise PermanentError(NOT_FETCHED) from exc
             raise TransientError(NOT_ANSWERING) from exc
         except PermanentError as exc:  # the host answered something other than the image

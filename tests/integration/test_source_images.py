@@ -16,8 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from listener.downloads import FileTooLarge
-from listener.errors import PermanentError, TransientError
+from listener.errors import FileTooLarge, PermanentError, TransientError
 from listener.playground.embedded import free_port
 from listener.source_images import NOT_ANSWERING, NOT_FETCHED, SourceImageFetcher, is_public
 
