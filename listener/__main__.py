@@ -1,5 +1,5 @@
 """`python -m listener` is the `listener` command."""
 
-from listener.cli import main
+from listener.app.cli import main
 
 raise SystemExit(main())

@@ -42,7 +42,7 @@ FAILURE_REASONS = (
 class Metrics:
     """Counters, gauges and histograms of one listener."""
 
-    # Why Storage cannot be used (listener.storage.Storage.check).
+    # Why Storage cannot be used (listener.adapters.storage.s3.Storage.check).
     STORAGE_PROBLEMS = ("no_bucket", "access_denied", "refused", "unreachable")
 
     def __init__(self) -> None:

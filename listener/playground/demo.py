@@ -23,20 +23,21 @@ from typing import Any, TextIO, TypeVar
 import aiohttp
 import asyncpg
 
+from listener.adapters.postgres.migrate import migrate
+from listener.adapters.postgres.queries import blocks
+from listener.adapters.storage.config import StorageConfig
+from listener.app.service import serve
+from listener.app.settings import load_settings
+from listener.app.status import bar
 from listener.logs import JsonFormatter, quiet_noisy_loggers
-from listener.migrate import migrate
+from listener.notify.notifier import LogNotifier
 from listener.playground.embedded import EmbeddedPostgres
 from listener.playground.local_env import local_env
 from listener.playground.local_s3 import LocalS3
 from listener.playground.sample_files import build_png
 from listener.playground.simulator import FAIL_MARKER, AISimulator, SimulatorConfig
-from listener.push.notifier import LogNotifier
-from listener.queries import blocks
 from listener.redact import register_secret
-from listener.service import serve
-from listener.settings import StorageConfig, load_settings
 from listener.sizes import human_size
-from listener.status import bar
 
 T = TypeVar("T")
 

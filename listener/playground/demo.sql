@@ -1,5 +1,5 @@
 -- The few statements `listener demo` runs as an app user would (inside a transaction that
--- acts as Supabase's `authenticated`), one named block each, as in listener/queries.sql.
+-- acts as Supabase's `authenticated`), one named block each, as in listener/adapters/postgres/queries.sql.
 
 -- name: demo_act_as_user
 -- $1 the JWT claims: the rest of the transaction runs as this app user (as PostgREST does).

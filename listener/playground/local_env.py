@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from listener.adapters.storage.config import StorageConfig
 from listener.playground.embedded import free_port
-from listener.settings import StorageConfig
 
 
 def local_env(

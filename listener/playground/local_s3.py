@@ -14,7 +14,7 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 import botocore.config
 import botocore.session
 
-from listener.settings import StorageConfig
+from listener.adapters.storage.config import StorageConfig
 
 _ACCESS_KEY_ID = "local-access-key"
 _SECRET_ACCESS_KEY = "local-secret-key"

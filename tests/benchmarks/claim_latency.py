@@ -47,10 +47,10 @@ from typing import TypeVar
 import asyncpg
 import procrastinate
 
-from listener.migrate import migrate
+from listener.adapters.postgres.migrate import migrate
+from listener.adapters.storage.config import StorageConfig
 from listener.playground.embedded import EmbeddedPostgres
 from listener.playground.local_s3 import LocalS3
-from listener.settings import StorageConfig
 from tests.benchmarks.harness import listener_env, listener_process, simulator_process, wait_until_ready
 from tests.benchmarks.peers import (
     NOOP_TASK,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import asyncpg
 
-from listener.migrate import migrate
+from listener.adapters.postgres.migrate import migrate
 from listener.playground.embedded import EmbeddedPostgres
 from listener.playground.local_s3 import LocalS3
 from listener.playground.simulator import AISimulator, SimulatorConfig

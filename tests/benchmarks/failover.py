@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from listener.migrate import migrate
+from listener.adapters.postgres.migrate import migrate
 from listener.playground.embedded import EmbeddedPostgres, free_port
 from listener.playground.local_s3 import LocalS3
 from tests.benchmarks.harness import listener_env, listener_process, percentile, wait_until_ready, with_spread

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import aiohttp
 
+from listener.adapters.storage.config import StorageConfig
 from listener.playground.embedded import free_port
 from listener.playground.local_env import local_env
-from listener.settings import StorageConfig
 
 _SIMULATOR = (
     "import asyncio, json, sys\n"

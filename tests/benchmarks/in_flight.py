@@ -25,7 +25,7 @@ import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
-from listener.migrate import migrate
+from listener.adapters.postgres.migrate import migrate
 from listener.playground.embedded import EmbeddedPostgres
 from listener.playground.local_s3 import LocalS3
 from tests.benchmarks.harness import (

@@ -41,10 +41,10 @@ import asyncpg
 import boto3  # type: ignore[import-untyped, unused-ignore]
 import botocore.config
 
-from listener.migrate import migrate
+from listener.adapters.postgres.migrate import migrate
+from listener.adapters.storage.config import StorageConfig
+from listener.adapters.storage.s3 import Storage
 from listener.playground.embedded import EmbeddedPostgres
-from listener.settings import StorageConfig
-from listener.storage import Storage
 from tests.benchmarks.harness import (
     listener_env,
     listener_process,

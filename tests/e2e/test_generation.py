@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from listener.glb import GLB_MAGIC
+from listener.core.glb import GLB_MAGIC
 from tests.support.database import as_app_user, insert_model
 from tests.support.realtime import RealtimeTap
 from tests.support.stack import Stack, run_rows, running_listener, wait_for_status

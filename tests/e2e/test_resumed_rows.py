@@ -13,8 +13,8 @@ import uuid
 import aiohttp
 import asyncpg
 
-from listener.ai_client import AIClient
-from listener.model import ModelRequest
+from listener.adapters.ai_server.client import AIClient
+from listener.core.data import ModelRequest
 from tests.support.database import as_app_user, insert_model
 from tests.support.stack import Stack, running_listener, wait_for_status, wait_until
 

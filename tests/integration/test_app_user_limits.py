@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from listener.db import Database
+from listener.adapters.postgres.db import Database
 from tests.support.database import as_app_user, insert_model, wait_for_lock_wait
 
 ADA = uuid.UUID("11111111-1111-1111-1111-111111111111")

@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from listener.db import Database
+from listener.adapters.postgres.db import Database
 from tests.support.database import insert_model, wait_for_lock_wait
 
 OWNER = "replica-a:1:abc"

@@ -14,9 +14,9 @@ import aiohttp
 import asyncpg
 import pytest
 
-import listener.dashboard
+import listener.app.dashboard
+from listener.adapters.postgres.queries import blocks
 from listener.playground.embedded import free_port
-from listener.queries import blocks
 from tests.support.dashboard_client import answering, ask
 from tests.support.database import as_app_user, insert_model
 from tests.support.stack import DASHBOARD_TOKEN, Stack, running_listener, wait_for_status
@@ -298,7 +298,7 @@ async def test_the_api_answers_503_while_the_database_is_away(stack: Stack) -> N
     assert anonymous.status == 401
 
 
-STATEMENTS = blocks("listener.dashboard", "queries.sql")
+STATEMENTS = blocks("listener.app.dashboard", "queries.sql")
 
 
 @pytest.mark.parametrize("which", ["fresh", "app"])
@@ -319,7 +319,7 @@ async def test_every_dashboard_statement_prepares_on_a_migrated_database(
 
 
 def test_every_dashboard_statement_is_read_somewhere() -> None:
-    source = Path(listener.dashboard.__file__).parent / "reads.py"
+    source = Path(listener.app.dashboard.__file__).parent / "reads.py"
     literals = {
         node.value
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8")))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from listener.dashboard.sessions import MOST_FAILURES
+from listener.app.dashboard.sessions import MOST_FAILURES
+from listener.app.settings import load_settings
 from listener.errors import ConfigError
-from listener.settings import load_settings
 from tests.support.dashboard_client import Answer, answering, ask
 from tests.support.stack import DASHBOARD_TOKEN, Stack, running_listener
 

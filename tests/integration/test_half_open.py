@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from listener.db import Postgres
+from listener.adapters.postgres.db import Postgres
+from listener.adapters.postgres.listen import PgListener
 from listener.errors import DatabaseUnavailable
-from listener.pg_listen import PgListener
 from tests.support.link_proxy import LinkProxy
 
 
@@ -35,7 +35,7 @@ async def test_a_connection_attempt_on_a_silent_link_is_given_up(
     db_url: str, proxy: LinkProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not after asyncpg's own minute: the link may long work again by then."""
-    monkeypatch.setattr("listener.db.CONNECT_TIMEOUT_S", 0.5, raising=False)
+    monkeypatch.setattr("listener.adapters.postgres.db.CONNECT_TIMEOUT_S", 0.5, raising=False)
     async with Postgres.connect(_through(db_url, proxy), max_size=2) as pg:
         proxy.stall()
         started = time.monotonic()

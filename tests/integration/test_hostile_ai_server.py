@@ -13,12 +13,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from listener.ai_client import MAX_ANSWER_BYTES, AIClient
-from listener.downloads import LeastRate, download
+from listener.adapters.ai_server.client import MAX_ANSWER_BYTES, AIClient
+from listener.adapters.downloads import LeastRate, download
+from listener.core.data import ModelRequest
 from listener.errors import FileGone, PermanentError, SpoolUnavailable, TransferStalled, TransientError
-from listener.model import ModelRequest
 from listener.playground.sample_files import build_glb
-from listener.settings import origin_of
+from listener.urls import origin_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 INTERNALS = "connection to db-primary.internal.corp:5432 (10.1.2.3) as user svc_ai failed: password rejected"
@@ -94,7 +94,7 @@ async def test_a_refusal_naming_internals_is_logged_and_never_shown(
 ) -> None:
     server.routes["/v1/process/modelling"] = answer({"status": "error", "error": INTERNALS}, status=400)
     with (
-        caplog.at_level(logging.WARNING, logger="listener.ai_client"),
+        caplog.at_level(logging.WARNING, logger="listener.adapters.ai_server.client"),
         pytest.raises(PermanentError) as refused,
     ):
         await AIClient(server.url, http).submit(ModelRequest("text_to_3d", prompt="a lamp"))

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from listener.adapters.postgres.migrate import load_migrations, migrate, pending
 from listener.errors import MigrationBlocked
-from listener.migrate import load_migrations, migrate, pending
 from tests.support.database import database_from
 
 
@@ -89,13 +89,13 @@ async def test_a_database_that_applied_an_earlier_text_of_a_migration_is_not_war
             migration.version,
             earlier,
         )
-        with caplog.at_level(logging.WARNING, logger="listener.migrate"):
+        with caplog.at_level(logging.WARNING, logger="listener.adapters.postgres.migrate"):
             assert await migrate(conn) == []
         assert [r for r in caplog.records if r.getMessage() == "migration_changed_after_apply"] == []
         await conn.execute(
             "UPDATE listener.schema_migrations SET checksum = 'edited' WHERE version = $1", migration.version
         )
-        with caplog.at_level(logging.WARNING, logger="listener.migrate"):
+        with caplog.at_level(logging.WARNING, logger="listener.adapters.postgres.migrate"):
             await migrate(conn)
         assert [r.version for r in caplog.records if r.getMessage() == "migration_changed_after_apply"] == [  # type: ignore[attr-defined]
             migration.version

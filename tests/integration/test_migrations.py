@@ -11,7 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from listener.migrate import load_migrations, migrate, warn_if_realtime_is_off
+from listener.adapters.postgres.migrate import load_migrations, migrate, warn_if_realtime_is_off
 from tests.support.database import APP_SCHEMA, FRESH_TEMPLATE, database_from
 
 SCHEMA_SNAPSHOT = """
@@ -164,7 +164,7 @@ def test_migrations_and_queries_ship_inside_the_wheel(tmp_path: Path) -> None:
     shipped = {n for n in names if n.startswith("listener/sql/") and n.endswith(".sql")}
     expected = {f"listener/sql/{p.name}" for p in (project / "sql").glob("*.sql")}
     assert expected and shipped == expected
-    assert "listener/queries.sql" in names
+    assert "listener/adapters/postgres/queries.sql" in names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 
@@ -183,7 +183,7 @@ async def test_migrate_warns_when_realtime_would_not_stream_progress(
         assert "is not in the publication" in (await warn_if_realtime_is_off(conn) or "")
         await conn.execute("DROP PUBLICATION supabase_realtime")
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="listener.migrate"):
+        with caplog.at_level(logging.WARNING, logger="listener.adapters.postgres.migrate"):
             await migrate(conn)
     finally:
         await conn.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.cli import build_parser
+from listener.app.cli import build_parser
 from tests.support.database import database_from
 
 PROJECT = Path(__file__).resolve().parents[2]

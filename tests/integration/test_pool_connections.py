@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from listener.db import ConnectionBudget, Postgres
+from listener.adapters.postgres.db import ConnectionBudget, Postgres
 from tests.support.pooler import error_response
 
 ADMIN_SHUTDOWN = error_response("57P01", "terminating connection due to administrator command")

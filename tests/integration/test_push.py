@@ -19,16 +19,16 @@ from typing import Any
 import asyncpg
 import pytest
 
-from listener.db import Database
+from listener.adapters.fcm import FcmSender
+from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.push_store import PushStore
+from listener.app.service import serve
+from listener.core.data import FinishedModel, Results
 from listener.errors import ConfigError
 from listener.logs import JsonFormatter
-from listener.model import FinishedModel, Results
-from listener.push.fcm import FcmSender
-from listener.push.notifier import PushNotifier
-from listener.push.store import PushStore
-from listener.push.texts import NotificationTexts
+from listener.notify.notifier import PushNotifier
+from listener.notify.texts import NotificationTexts
 from listener.retry import RetryPolicy
-from listener.service import serve
 from tests.support.database import APP_TEMPLATE, FRESH_TEMPLATE, as_app_user, database_from, insert_model
 from tests.support.fake_fcm import FakeFcm
 from tests.support.stack import Stack, wait_for_status, wait_until
@@ -498,11 +498,11 @@ async def test_a_push_tried_too_often_is_given_up(
 CRASHING_REPLICA = """
 import asyncio, sys
 from pathlib import Path
-from listener.db import Database
-from listener.push.notifier import PushNotifier
-from listener.push.store import PushStore
-from listener.push.texts import NotificationTexts
-from listener.push.fcm import FcmSender
+from listener.adapters.postgres.db import Database
+from listener.notify.notifier import PushNotifier
+from listener.adapters.postgres.push_store import PushStore
+from listener.notify.texts import NotificationTexts
+from listener.adapters.fcm import FcmSender
 from listener.retry import RetryPolicy
 
 async def main(url, credentials, endpoint):

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from listener.db import Database
-from listener.migrate import load_migrations, migrate
-from listener.push.notifier import PushNotifier
-from listener.push.store import PushStore
-from listener.push.texts import NotificationTexts
+from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.migrate import load_migrations, migrate
+from listener.adapters.postgres.push_store import PushStore
+from listener.notify.notifier import PushNotifier
+from listener.notify.texts import NotificationTexts
 from listener.retry import RetryPolicy
 from tests.support.database import database_from, insert_model
 

@@ -13,12 +13,12 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from listener.db import Database
-from listener.model import FinishedModel, Results
-from listener.push.fcm import FcmSender
-from listener.push.notifier import PushNotifier
-from listener.push.store import PushStore
-from listener.push.texts import NotificationTexts
+from listener.adapters.fcm import FcmSender
+from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.push_store import PushStore
+from listener.core.data import FinishedModel, Results
+from listener.notify.notifier import PushNotifier
+from listener.notify.texts import NotificationTexts
 from listener.retry import RetryPolicy
 from tests.support.database import insert_model
 from tests.support.fake_fcm import FakeFcm

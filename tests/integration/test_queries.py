@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from listener.queries import blocks
+from listener.adapters.postgres.queries import blocks
 
 # The token statements follow the shape of the app's token table: each fits one shape only.
 SHAPE_SPECIFIC = frozenset(
@@ -23,7 +23,7 @@ async def unpreparable(url: str) -> dict[str, str]:
     conn = await asyncpg.connect(url)
     refused: dict[str, str] = {}
     try:
-        for name, sql in blocks("listener", "queries.sql").items():
+        for name, sql in blocks("listener.adapters.postgres", "queries.sql").items():
             if name.startswith("migrations_"):
                 continue  # they create what the others need; applied by every test database
             try:

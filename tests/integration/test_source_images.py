@@ -16,9 +16,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from listener.adapters.source_images import NOT_ANSWERING, NOT_FETCHED, SourceImageFetcher, is_public
 from listener.errors import FileTooLarge, PermanentError, TransientError
 from listener.playground.embedded import free_port
-from listener.source_images import NOT_ANSWERING, NOT_FETCHED, SourceImageFetcher, is_public
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)

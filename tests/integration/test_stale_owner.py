@@ -1,6 +1,6 @@
 """A replica whose lease is gone writes nothing: not another owner's, not after a re-claim.
 
-Each write of a row's life goes through listener.db.Database against a real Postgres; the
+Each write of a row's life goes through listener.adapters.postgres.db.Database against a real Postgres; the
 row and its job are read back whole, so a write that slipped through shows in any column.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from listener.db import Database
-from listener.model import Results
+from listener.adapters.postgres.db import Database
+from listener.core.data import Results
 from tests.support.database import insert_model
 
 FIRST = "replica-a:1:aaaaaa"

@@ -12,11 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
+from listener.adapters.storage.config import StorageConfig
+from listener.adapters.storage.s3 import Storage
 from listener.errors import PermanentError, TransientError
 from listener.playground.local_s3 import LocalS3
-from listener.settings import StorageConfig
 from listener.sizes import MIB
-from listener.storage import Storage
 
 pytestmark = pytest.mark.timeout(60)
 

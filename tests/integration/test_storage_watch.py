@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from listener.db import Postgres
+from listener.adapters.postgres.db import Postgres
+from listener.adapters.storage.s3 import Storage
+from listener.adapters.storage.watch import StorageWatch
+from listener.core.storage_state import StorageState
 from listener.metrics import Metrics
 from listener.playground.local_s3 import LocalS3
-from listener.storage import Storage
-from listener.storage_state import StorageState
-from listener.storage_watch import StorageWatch
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from listener.db import Database
+from listener.adapters.postgres.db import Database
 from tests.support.database import APP_SCHEMA, as_app_user, database_from, insert_model
 from tests.support.stack import Stack, running_listener, wait_for_status
 

@@ -1,4 +1,4 @@
-"""Mutation testing of the core modules against the fast unit tier (tests/unit), with mutmut.
+"""Mutation testing of the core (listener/core/) against the fast unit tier (tests/unit), with mutmut.
 
     pip install mutmut                  # ad hoc, into the venv: not a dependency of the project
     python -m tests.mutation.run        # minutes; prints the score and every surviving mutant
@@ -20,15 +20,15 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# What is mutated: every module of the core folder (the same definition the layout test and
+# the README use), and the retry policy the core runs its steps under.
 CORE = [
-    "listener/generation.py",
-    "listener/results.py",
-    "listener/supervisor.py",
-    "listener/validation.py",
-    "listener/progress.py",
+    *sorted(
+        str(path.relative_to(REPO))
+        for path in (REPO / "listener" / "core").glob("*.py")
+        if path.name != "__init__.py"
+    ),
     "listener/retry.py",
-    "listener/spool.py",
-    "listener/storage_state.py",
 ]
 COPIED = ["listener", "sql", "tests", "pyproject.toml", "README.md"]
 SETUP_CFG = """[mutmut]

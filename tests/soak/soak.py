@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import aiohttp
 import asyncpg
 
-from listener.migrate import migrate
+from listener.adapters.postgres.migrate import migrate
 from listener.playground.embedded import EmbeddedPostgres, free_port
 from listener.playground.local_env import local_env
 from listener.playground.local_s3 import LocalS3
@@ -53,10 +53,10 @@ TERMINAL = ("completed", "failed", "cancelled")
 SIMULATED_FAILURE = SimulatorConfig().failure_message
 AI_AWAY_FAILURE = "The AI server was unreachable for 10 polls in a row."
 # How soon a replica must notice a silent link: the LISTEN connection's check interval and
-# its timeout (listener/pg_listen.py's defaults), and a second for the soak's own probing.
+# its timeout (listener/adapters/postgres/listen.py's defaults), and a second for the soak's own probing.
 LISTEN_CHECK_S = 10.0 + 5.0 + 1.0
 # Once its link works again, how soon a replica must be ready: a connection attempt made while
-# the link was silent gives up after 10 s (listener/db.py), then LISTEN reconnects.
+# the link was silent gives up after 10 s (listener/adapters/postgres/db.py), then LISTEN reconnects.
 RECOVERY_S = 25.0
 # The soak's own record of what the listener did, written by triggers in the same transactions.
 AUDIT_SQL = """

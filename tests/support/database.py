@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from listener.migrate import migrate
+from listener.adapters.postgres.migrate import migrate
 
 FRESH_TEMPLATE = "listener_fresh_template"
 APP_TEMPLATE = "listener_app_template"

@@ -15,14 +15,14 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
+from listener.app.service import serve
+from listener.app.settings import Settings, load_settings
+from listener.core.supervisor import Supervisor
 from listener.playground.embedded import free_port
 from listener.playground.local_env import local_env
 from listener.playground.local_s3 import LocalS3
 from listener.playground.simulator import AISimulator
 from listener.retry import RetryPolicy
-from listener.service import serve
-from listener.settings import Settings, load_settings
-from listener.supervisor import Supervisor
 from tests.support.database import as_app_user, insert_model
 
 TERMINAL = ("completed", "failed", "cancelled")

@@ -1,4 +1,4 @@
-"""In-memory implementations of the Protocols of listener/ports.py, and factories for the unit tests."""
+"""In-memory implementations of the Protocols of listener/core/ports.py, and factories for the unit tests."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from listener.errors import DatabaseUnavailable, FileGone
-from listener.metrics import Metrics
-from listener.model import (
+from listener.core.data import (
     ClaimedJob,
     ExpiredLeases,
     FinishedModel,
@@ -21,8 +19,10 @@ from listener.model import (
     Results,
     TaskState,
 )
+from listener.core.ports import Clients, GenerationSettings, WakeUpHandler
+from listener.errors import DatabaseUnavailable, FileGone
+from listener.metrics import Metrics
 from listener.playground.sample_files import build_glb
-from listener.ports import Clients, GenerationSettings, WakeUpHandler
 from listener.retry import RetryPolicy
 
 OWNER = "replica-a"

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from listener.core.data import FinishedModel, JobOutcome, Results, TaskState
+from listener.core.generation import run_job
+from listener.core.progress import ProgressReporter
+from listener.core.results import human_duration
+from listener.core.spool import SpoolBudget
+from listener.core.storage_state import BucketLimits
+from listener.core.supervisor import CLAIM_BATCH, MAX_CLAIMS
+from listener.core.validation import SourceImage, validate
 from listener.errors import DatabaseUnavailable, PermanentError, TransientError
-from listener.generation import run_job
-from listener.model import FinishedModel, JobOutcome, Results, TaskState
-from listener.progress import ProgressReporter
-from listener.results import human_duration
-from listener.spool import SpoolBudget
-from listener.storage_state import BucketLimits
-from listener.supervisor import CLAIM_BATCH, MAX_CLAIMS
-from listener.validation import SourceImage, validate
 from tests.unit import fakes
 from tests.unit.fakes import OWNER, TASK_ID, claimed_job, in_progress, succeeded
 from tests.unit.test_results import PNG, Row

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from listener.dashboard.sessions import FailedAttempts, IssuedSecrets
+from listener.app.dashboard.sessions import FailedAttempts, IssuedSecrets
 
 
 class Clock:

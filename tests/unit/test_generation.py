@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from listener.core.data import ClaimedJob, ImageFile, JobOutcome, ModelRequest, TaskState
+from listener.core.generation import run_job
+from listener.core.progress import ProgressReporter
 from listener.errors import AIServerUnreachable, TransientError, UnknownTask
-from listener.generation import run_job
-from listener.model import ClaimedJob, ImageFile, JobOutcome, ModelRequest, TaskState
-from listener.progress import ProgressReporter
 from tests.unit import fakes
 from tests.unit.fakes import GLB, GLB_URL, OWNER, TASK_ID, claimed_job, in_progress, succeeded
 
@@ -303,7 +303,7 @@ async def test_the_task_id_of_a_generation_just_started_is_stored_once_the_datab
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Handed back instead, the row would be submitted again by the replica that takes it up."""
-    monkeypatch.setattr("listener.generation.RECORD_RETRY_S", 0.01, raising=False)
+    monkeypatch.setattr("listener.core.generation.RECORD_RETRY_S", 0.01, raising=False)
     world.store.unavailable = {"record_task_id"}
     asyncio.get_running_loop().call_later(0.2, world.store.unavailable.clear)  # the database is back
     assert (await world.run()).outcome == "completed"

@@ -2,116 +2,120 @@
 
 from __future__ import annotations
 
-import ast
 import importlib
 import inspect
 import json
-import pkgutil
+import re
 import subprocess
 import sys
-from functools import cache
-from pathlib import Path
 
 import pytest
 
-import listener
 from listener.errors import ListenerError
-
-PACKAGE = Path(listener.__file__).parent
-CORE = (
-    "generation",
-    "results",
-    "validation",
-    "progress",
-    "supervisor",
-    "ports",
-    "model",
-    "spool",
-    "storage_state",
-    "reachability",
-    "images",
-)
-# Outside systems' SDKs and clients: only adapters import them.
-SDKS = frozenset({"asyncpg", "aiohttp", "aiobotocore", "botocore", "firebase_admin", "google", "httpx"})
-# Modules the core may use besides its own: plain helpers with no outside system behind them.
-CORE_HELPERS = frozenset(
-    {
-        "listener.errors",
-        "listener.logs",
-        "listener.redact",
-        "listener.retry",
-        "listener.metrics",
-        "listener.glb",
-        "listener.sizes",
-    }
+from tests.support.imports import (
+    ENTRY_POINTS,
+    HELPERS,
+    PACKAGE,
+    SDKS,
+    all_modules,
+    folder_of,
+    imports_of,
+    module_path,
+    reachable,
 )
 
-
-def module_path(name: str) -> Path | None:
-    """The file of a listener module or package, None if `name` is not one."""
-    relative = Path(*name.split(".")[1:])
-    for candidate in (PACKAGE / relative.with_suffix(".py"), PACKAGE / relative / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-@cache
-def imports_of(name: str) -> frozenset[tuple[str, bool]]:
-    """What module `name` imports: (module, at module level?), function-level imports included."""
-    path = module_path(name)
-    assert path is not None, name
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    top_level = {id(node) for node in tree.body}
-    found: set[tuple[str, bool]] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {(alias.name, id(node) in top_level) for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            found.add((node.module, id(node) in top_level))
-            for alias in node.names:  # `from listener.push import fcm` imports a module
-                submodule = f"{node.module}.{alias.name}"
-                if submodule.startswith("listener.") and module_path(submodule) is not None:
-                    found.add((submodule, id(node) in top_level))
-    return frozenset(found)
+# What each folder may import besides itself and the helpers: the core sees nothing of the
+# world, notify sees the core, adapters implement the core's and notify's ports, and only
+# the app wires adapters together (the playground is the demo's own and may use anything).
+MAY_IMPORT = {
+    "core": frozenset(),
+    "notify": frozenset({"core"}),
+    "adapters": frozenset({"core", "notify"}),
+    "app": frozenset({"core", "notify", "adapters"}),
+    HELPERS: frozenset(),
+}
+CORE = sorted(name for name in all_modules() if folder_of(name) == "core" and name != "listener.core")
 
 
-def reachable(start: str) -> set[str]:
-    """Every module `start` imports, directly or through other listener modules."""
-    seen: set[str] = set()
-    todo = [start]
-    while todo:
-        for imported, _ in imports_of(todo.pop()):
-            if imported in seen:
+@pytest.mark.parametrize("folder", sorted(MAY_IMPORT))
+def test_each_folder_imports_only_the_folders_below_it(folder: str) -> None:
+    """The tree is the architecture: core, then notify, then adapters, then the app."""
+    allowed = MAY_IMPORT[folder] | {folder, HELPERS}
+    wrong = []
+    for name in all_modules():
+        if folder_of(name) != folder or name in ENTRY_POINTS:
+            continue
+        for imported, at_top in imports_of(name):
+            if not imported.startswith("listener.") or module_path(imported) is None:
                 continue
-            seen.add(imported)
-            if imported.startswith("listener.") and module_path(imported) is not None:
-                todo.append(imported)
-    return seen
-
-
-def all_modules() -> list[str]:
-    """Every module of the package, by dotted name."""
-    return sorted(
-        "listener." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts).removesuffix(".__init__")
-        for path in PACKAGE.rglob("*.py")
-    )
+            lazy_demo = name == "listener.app.cli" and folder_of(imported) == "playground" and not at_top
+            if folder_of(imported) not in allowed and not lazy_demo:
+                wrong.append(f"{name} imports {imported}")
+    assert wrong == []
 
 
 @pytest.mark.parametrize("core", CORE)
-def test_the_core_imports_no_sdk_and_no_adapter(core: str) -> None:
-    """The generation logic sees the world only through ports.py: fakes and real adapters fit alike."""
-    allowed = {f"listener.{name}" for name in CORE} | CORE_HELPERS
-    reached = reachable(f"listener.{core}")
-    sdks = sorted(name for name in reached if name.split(".")[0] in SDKS)
-    adapters = sorted(name for name in reached if name.startswith("listener.") and name not in allowed)
-    assert (sdks, adapters) == ([], []), f"listener.{core} reaches SDKs {sdks} and adapters {adapters}"
+def test_the_core_reaches_no_sdk(core: str) -> None:
+    """The generation logic sees the world only through core/ports.py: fakes and real adapters fit alike."""
+    sdks = sorted(name for name in reachable(core) if name.split(".")[0] in SDKS)
+    assert sdks == [], f"{core} reaches SDKs {sdks}"
 
 
-def test_the_import_rule_catches_a_core_module_that_imports_an_adapter() -> None:
-    """The walk above sees through helpers: the service, which wires adapters, breaks the rule."""
-    reached = reachable("listener.service")
-    assert "asyncpg" in reached and "listener.db" in reached
+def test_notify_reaches_no_sdk() -> None:
+    """The notifier sees its ledger and its senders through ports: another channel is another adapter."""
+    reached = set().union(*(reachable(name) for name in all_modules() if folder_of(name) == "notify"))
+    assert sorted(name for name in reached if name.split(".")[0] in SDKS) == []
+
+
+def test_the_import_rules_catch_a_module_that_breaks_them() -> None:
+    """The walk above sees through modules: the service, which wires adapters, reaches SDKs."""
+    reached = reachable("listener.app.service")
+    assert "asyncpg" in reached and "listener.adapters.postgres.db" in reached
+    assert folder_of("listener.adapters.storage.s3") == "adapters" and folder_of("listener.errors") == HELPERS
+
+
+def drawn_tree(readme: str) -> set[str]:
+    """The files and folders the README's layout draws under `listener/`, as paths relative to it.
+
+    Each line is indented two spaces per folder level, names its entries (`x.py`, `x.sql`,
+    `folder/`) first and says what they hold after them.
+    """
+    drawing = readme.split("## How the code is laid out", 1)[1].split("```", 2)[1]
+    lines = iter(drawing.strip("\n").splitlines())
+    assert next(lines) == "listener/"
+    entry = re.compile(r"[\w-]+(?:\.py|\.sql|/)")
+    folders: list[str] = []
+    drawn: set[str] = set()
+    for line in lines:
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        if depth == 0:
+            break  # past listener/
+        names = []
+        for word in line.split():
+            if not entry.fullmatch(word):
+                break
+            names.append(word)
+        folders = folders[: depth - 1]
+        for name in names:
+            drawn.add("/".join([*folders, name]))
+            if name.endswith("/"):
+                folders.append(name.rstrip("/"))
+    return drawn
+
+
+def test_the_readme_draws_the_tree_as_it_is() -> None:
+    """Every module, SQL file and folder of the package is drawn in the README's layout, where it is."""
+    on_disk = {
+        str(path.relative_to(PACKAGE)) + ("/" if path.is_dir() else "")
+        for path in PACKAGE.rglob("*")
+        if "__pycache__" not in path.parts
+        and "static" not in path.parts
+        and path.name != "__init__.py"
+        and (path.is_dir() or path.suffix in (".py", ".sql"))
+    }
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    drawn = drawn_tree(readme)
+    assert (sorted(on_disk - drawn), sorted(drawn - on_disk)) == ([], [])
 
 
 def test_production_code_never_imports_the_playground() -> None:
@@ -121,7 +125,7 @@ def test_production_code_never_imports_the_playground() -> None:
         if name.startswith("listener.playground"):
             continue
         for imported, at_top in imports_of(name):
-            if imported.startswith("listener.playground") and (at_top or name != "listener.cli"):
+            if imported.startswith("listener.playground") and (at_top or name != "listener.app.cli"):
                 offenders.append(f"{name} imports {imported}")
     assert offenders == []
 
@@ -134,14 +138,14 @@ def loaded_after(statement: str) -> set[str]:
 
 
 def test_running_the_listener_loads_no_playground_module() -> None:
-    loaded = loaded_after("import listener.cli, listener.service, listener.status")
-    assert "listener.service" in loaded
+    loaded = loaded_after("import listener.app.cli, listener.app.service, listener.app.status")
+    assert "listener.app.service" in loaded
     assert sorted(name for name in loaded if name.startswith("listener.playground")) == []
 
 
 def test_reading_the_settings_loads_no_sdk() -> None:
     """`listener status` and `--help` read settings; they must not pay for Storage's and FCM's SDKs."""
-    loaded = loaded_after("import listener.settings, listener.cli")
+    loaded = loaded_after("import listener.app.settings, listener.app.cli")
     assert sorted(name for name in loaded if name.split(".")[0] in SDKS | {"prometheus_client"}) == []
 
 
@@ -168,6 +172,6 @@ def test_every_exception_of_the_listener_lives_in_errors_py() -> None:
 def test_every_module_of_the_package_is_found_by_the_walk() -> None:
     """Guards the rules above: a module the walk misses would escape them."""
     names = all_modules()
-    assert {"listener.generation", "listener.push.fcm", "listener.playground.demo"} <= set(names)
+    assert {"listener.core.generation", "listener.adapters.fcm", "listener.playground.demo"} <= set(names)
     assert all(module_path(name) is not None for name in names)
-    assert {m.name for m in pkgutil.iter_modules([str(PACKAGE / "push")])} >= {"fcm", "notifier", "store"}
+    assert {"listener.notify.notifier", "listener.adapters.postgres.push_store"} <= set(names)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from listener.core.glb import verify_glb
+from listener.core.progress import ProgressReporter, from_ai_progress
 from listener.errors import PermanentError
-from listener.glb import verify_glb
 from listener.playground.sample_files import build_glb
-from listener.progress import ProgressReporter, from_ai_progress
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import listener
-from listener.queries import blocks, parse_blocks
+from listener.adapters.postgres.queries import blocks, parse_blocks
 
 PACKAGE = Path(listener.__file__).parent
 # Callables whose first argument names a statement of queries.sql.
@@ -42,13 +42,13 @@ def production_modules() -> list[Path]:
 
 
 def test_every_statement_of_queries_sql_is_used() -> None:
-    statements = blocks("listener", "queries.sql")
+    statements = blocks("listener.adapters.postgres", "queries.sql")
     used = string_constants(production_modules())
     assert sorted(name for name in statements if name not in used) == []
 
 
 def test_every_statement_asked_for_exists() -> None:
-    statements = blocks("listener", "queries.sql")
+    statements = blocks("listener.adapters.postgres", "queries.sql")
     asked = named_by_runners(production_modules())
     assert len(asked) >= 10, "the scan found too few query calls to be trusted"
     assert {name: where for name, where in asked.items() if name not in statements} == {}

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from listener.core.data import JobOutcome
+from listener.core.generation import run_job
+from listener.core.spool import SpoolBudget
+from listener.core.storage_state import BucketLimits
 from listener.errors import STORAGE_SETUP, PermanentError, SpoolUnavailable, TransferStalled, TransientError
-from listener.generation import run_job
-from listener.model import JobOutcome
-from listener.spool import SpoolBudget
-from listener.storage_state import BucketLimits
 from tests.unit import fakes
 from tests.unit.fakes import GLB, GLB_URL, OWNER, claimed_job, succeeded
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from listener.app.settings import SETTINGS_DOCS, environment, load_settings, read_dotenv
 from listener.errors import ConfigError
 from listener.redact import redact_url
-from listener.settings import SETTINGS_DOCS, environment, load_settings, read_dotenv
 
 BASE = {
     "DATABASE_URL": "postgresql://postgres:s3cret-pw@db.example.supabase.co:5432/postgres",

@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from listener.errors import TransientError
-from listener.metrics import Metrics
-from listener.model import ClaimedJob, FinishedModel, JobOutcome, Results
-from listener.supervisor import (
+from listener.core.data import ClaimedJob, FinishedModel, JobOutcome, Results
+from listener.core.supervisor import (
     REQUESTS_KEPT_DAYS,
     REQUESTS_PRUNED_PER_SWEEP,
     Supervisor,
     SupervisorSettings,
 )
+from listener.errors import TransientError
+from listener.metrics import Metrics
 from tests.unit.fakes import OWNER, FakeJobStore, FakeWakeUps, claimed_job
 
 SAFETY_S = 2.0

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from listener.core.data import JobOutcome
+from listener.core.generation import run_job
 from listener.errors import PermanentError
-from listener.generation import run_job
-from listener.model import JobOutcome
 from tests.unit import fakes
 from tests.unit.fakes import OWNER, claimed_job, succeeded
 

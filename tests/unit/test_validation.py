@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from listener.core.data import ClaimedJob
+from listener.core.validation import MAX_PROMPT_CHARS, SourceImage, ValidRequest, validate
 from listener.errors import PermanentError
-from listener.model import ClaimedJob
-from listener.validation import MAX_PROMPT_CHARS, SourceImage, ValidRequest, validate
 from tests.unit.fakes import BUCKET, PUBLIC_BASE_URL, SOURCE_HOST, claimed_job
 
 OWNER_ID = uuid.UUID("11111111-1111-4111-8111-111111111111")

@@ -1,0 +1,1 @@
+"""The AI server over HTTP: the client the core submits and polls through, and its reachability watch."""

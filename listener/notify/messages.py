@@ -1,0 +1,46 @@
+"""Push messages and what became of them: plain data, shared by the notifier and the FCM sender."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class SendOutcome(enum.Enum):
+    """What became of one message."""
+
+    DELIVERED = "delivered"
+    DEAD_TOKEN = "dead_token"  # deactivate the token
+    RETRYABLE = "retryable"  # try again later with backoff
+    CONFIG_ERROR = "config_error"  # credentials, sender or payload: no retry fixes it
+
+
+@dataclass(frozen=True)
+class PushMessage:
+    """One notification to one device token."""
+
+    token: str
+    title: str
+    body: str
+    data: Mapping[str, str]
+    # Same id, same notification on the device: a repeat replaces instead of adding one.
+    collapse_id: str
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """The outcome of one message, with FCM's error code and message when it failed."""
+
+    token: str
+    outcome: SendOutcome
+    code: str | None = None
+    detail: str | None = None
+
+
+class PushSender(Protocol):
+    """What sends pushes: listener.adapters.fcm.FcmSender, or a fake in tests."""
+
+    async def send(self, messages: Sequence[PushMessage]) -> list[SendResult]:
+        """One result per message, in order; never raises but for cancellation."""
