@@ -83,6 +83,7 @@ async def starts_after(
         key,
         commit_at,
     )
+    assert row is not None
     slices = await conn.fetch(
         "WITH s AS (" + starts_sql + ") SELECT floor(extract(epoch FROM at - $2) / 10)::int AS slice, "
         "count(*) AS started FROM s GROUP BY slice ORDER BY slice",

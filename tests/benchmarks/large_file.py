@@ -183,9 +183,10 @@ async def run_row(conn: asyncpg.Connection, process: asyncio.subprocess.Process)
         row = await conn.fetchrow("SELECT status, file_size, error_message FROM public.ai_generated_models")
     seconds = time.monotonic() - started
     after = memory_mib(process.pid)
-    marks = dict(
-        await conn.fetch("SELECT progress, extract(epoch FROM at)::float8 FROM public.bench_progress_marks")
+    rows = await conn.fetch(
+        "SELECT progress, extract(epoch FROM at)::float8 AS at FROM public.bench_progress_marks"
     )
+    marks: dict[int, float] = {row["progress"]: row["at"] for row in rows}
     upload_s = marks[99] - marks[93] if 93 in marks and 99 in marks else None
     return RowRun(
         row["status"],

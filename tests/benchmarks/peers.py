@@ -166,8 +166,8 @@ async def run_floor(dsn: str) -> None:
     listen = await asyncpg.connect(dsn)
     writes: set[asyncio.Task[str]] = set()
 
-    def heard(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-        write = asyncio.create_task(pool.execute(_RECORD_HEARD, uuid.UUID(payload)))
+    def heard(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+        write = asyncio.create_task(pool.execute(_RECORD_HEARD, uuid.UUID(str(payload))))
         writes.add(write)
         write.add_done_callback(writes.discard)
 

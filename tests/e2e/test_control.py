@@ -37,6 +37,7 @@ async def test_owner_cancels_mid_poll_and_work_stops(stack: Stack) -> None:
                 assert (await wait_for_status(conn, [later]))[later]["status"] == "completed"
                 polls_seen.append(stack.simulator.polls[cancelled_task])
             row = await conn.fetchrow("SELECT * FROM public.ai_generated_models WHERE id = $1", model_id)
+            assert row is not None
             told = await conn.fetchval(
                 "SELECT count(*) FROM public.notifications WHERE related_id = $1", str(model_id)
             )

@@ -122,12 +122,12 @@ async def test_every_accepted_row_ends_with_a_readable_reason_and_the_listener_k
     assert all(reason.strip() for reason in refused)
     assert ended[good]["status"] == "completed"  # the listener kept serving
     for model_id in accepted:
-        row = ended[model_id]
-        assert row["status"] in ("completed", "failed"), dict(row)
-        if row["status"] == "failed":
-            reason = row["error_message"]
+        ended_row = ended[model_id]
+        assert ended_row["status"] in ("completed", "failed"), dict(ended_row)
+        if ended_row["status"] == "failed":
+            reason = ended_row["error_message"]
             assert reason and reason.endswith(".") and len(reason) < 600, reason
             assert printable(reason) == reason  # no control characters reach the app
             assert "Traceback" not in reason and "unexpected error" not in reason, reason
         else:
-            assert row["download_url"] and json.loads(row["generation_metadata"])["ai_task_id"]
+            assert ended_row["download_url"] and json.loads(ended_row["generation_metadata"])["ai_task_id"]

@@ -87,6 +87,7 @@ async def test_a_stop_during_a_slow_submission_keeps_its_task_id_and_the_next_re
         job = await conn.fetchrow(
             "SELECT ai_task_id, lease_owner, finished_at FROM listener.jobs WHERE model_id = $1", model_id
         )
+        assert job is not None
         [submission] = stack.simulator.submissions
         assert (job["ai_task_id"], job["lease_owner"], job["finished_at"]) == (submission.task_id, None, None)
         async with running_listener(stack.settings(LISTENER_LEASE_SECONDS="60")):

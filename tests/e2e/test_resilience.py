@@ -56,6 +56,7 @@ async def test_listener_killed_mid_poll_resumes_without_submitting_again(
         async with listener_process(stack, tmp_path / "second.log"):
             rows = await wait_for_status(conn, [model_id])
         job = await conn.fetchrow("SELECT * FROM listener.jobs WHERE model_id = $1", model_id)
+        assert job is not None
     finally:
         await conn.close()
     assert rows[model_id]["status"] == "completed"
@@ -125,6 +126,7 @@ async def test_sigterm_hands_the_lease_back_and_another_replica_resumes(stack: S
         job = await conn.fetchrow(
             "SELECT lease_owner, finished_at FROM listener.jobs WHERE model_id = $1", model_id
         )
+        assert job is not None
         assert (job["lease_owner"], job["finished_at"]) == (None, None)
         # A 60 s lease was handed back at once: the next replica need not wait for it to expire.
         async with listener_process(stack, tmp_path / "second.log", LISTENER_LEASE_SECONDS="60"):

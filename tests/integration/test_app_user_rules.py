@@ -89,6 +89,7 @@ async def test_pending_insert_by_app_user_starts_clean(conn: asyncpg.Connection)
             ADA,
         )
     row = await conn.fetchrow("SELECT * FROM public.ai_generated_models WHERE id = $1", model_id)
+    assert row is not None
     assert (row["progress"], row["download_url"], row["storage_path"], row["error_message"]) == (
         0,
         None,
@@ -139,6 +140,7 @@ async def test_owner_cancels_a_pending_row_and_the_listener_hears_it(
         await owner.close()
     assert heard == [str(model_id)]
     job = await conn.fetchrow("SELECT * FROM listener.jobs WHERE model_id = $1", model_id)
+    assert job is not None
     assert job["cancel_requested"] and job["outcome"] == "cancelled" and job["finished_at"] is not None
 
 
@@ -181,8 +183,10 @@ async def test_owner_retries_a_failed_row_a_bounded_number_of_times(
                 "UPDATE public.ai_generated_models SET status = 'pending' WHERE id = $1", model_id
             )
         row = await conn.fetchrow("SELECT * FROM public.ai_generated_models WHERE id = $1", model_id)
+        assert row is not None
         assert (row["status"], row["progress"], row["error_message"]) == ("pending", 0, None)
         job = await conn.fetchrow("SELECT * FROM listener.jobs WHERE model_id = $1", model_id)
+        assert job is not None
         assert job["finished_at"] is None and job["owner_retries"] == attempt
 
     await listener_fails_it()

@@ -33,6 +33,7 @@ async def test_a_cancel_committed_while_a_claim_waits_is_not_claimed(db_url: str
         job = await conn.fetchrow(
             "SELECT lease_owner, outcome FROM listener.jobs WHERE model_id = $1", model_id
         )
+        assert job is not None
     finally:
         await conn.close()
     assert claimed == []
@@ -50,6 +51,7 @@ async def test_a_job_claimed_too_often_is_given_up_with_a_reason(db_url: str) ->
         row = await conn.fetchrow(
             "SELECT status, error_message FROM public.ai_generated_models WHERE id = $1", stuck
         )
+        assert row is not None
     finally:
         await conn.close()
     assert [g.model_id for g in given_up] == [stuck]

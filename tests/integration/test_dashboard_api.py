@@ -159,7 +159,7 @@ async def test_the_api_lists_the_window_newest_first_with_filters_pages_and_deta
         pages, cursor = [], ""
         while True:
             page = (await ask(port, f"/api/generations?limit=2{cursor}", BEARER)).json()
-            pages.append([row["id"] for row in page["generations"]])  # type: ignore[index]
+            pages.append([row["id"] for row in page["generations"]])
             if page["next"] is None:
                 break
             cursor = f"&before={page['next']}"
@@ -211,9 +211,9 @@ async def test_the_api_lists_the_window_newest_first_with_filters_pages_and_deta
     assert all(row["waiting_s"] is not None for row in generations)
     assert all(row["running_s"] is not None for row in generations if row["status"] == "completed")
 
-    assert {row["model_name"] for row in failed["generations"]} == {"Rejected", "Empty"}  # type: ignore[union-attr]
-    assert [row["model_name"] for row in of_alice["generations"]] == ["Lamp 3", "Lamp 2", "Lamp 1"]  # type: ignore[union-attr]
-    assert [row["model_name"] for row in of_bob["generations"]] == ["Empty", "Rejected"]  # type: ignore[union-attr]
+    assert {row["model_name"] for row in failed["generations"]} == {"Rejected", "Empty"}
+    assert [row["model_name"] for row in of_alice["generations"]] == ["Lamp 3", "Lamp 2", "Lamp 1"]
+    assert [row["model_name"] for row in of_bob["generations"]] == ["Empty", "Rejected"]
     assert [len(p) for p in pages] == [2, 2, 1]
     assert [i for p in pages for i in p] == [str(i) for i in reversed(ids)]
 
@@ -226,7 +226,7 @@ async def test_the_api_lists_the_window_newest_first_with_filters_pages_and_deta
     assert files["glb"]["open"] == f"/api/generations/{ids[0]}/files/glb"
     assert opened.status == 302 and opened.headers["Location"] == completed["download_url"]
 
-    assert {k: v for k, v in charts["totals"].items() if v} == {"completed": 3, "failed": 2}  # type: ignore[union-attr]
+    assert {k: v for k, v in charts["totals"].items() if v} == {"completed": 3, "failed": 2}
     per_hour = charts["per_hour"]
     assert isinstance(per_hour, list)
     assert sum(h["completed"] for h in per_hour) == 3 and sum(h["failed"] for h in per_hour) == 2
@@ -234,7 +234,7 @@ async def test_the_api_lists_the_window_newest_first_with_filters_pages_and_deta
     assert isinstance(durations, dict)
     assert durations["count"] == 3 and 0 < durations["p50_s"] <= durations["p95_s"]
     assert sum(b["count"] for b in durations["buckets"]) == 3
-    assert sorted((f["reason"], f["count"]) for f in charts["failures"]) == sorted(  # type: ignore[union-attr]
+    assert sorted((f["reason"], f["count"]) for f in charts["failures"]) == sorted(
         [(stack.simulator.config.failure_message, 1), ("The prompt is empty.", 1)]
     )
     queue = charts["queue"]

@@ -13,9 +13,16 @@ from tests.support.stack import DASHBOARD_TOKEN, Stack, running_listener
 BEARER = {"Authorization": f"Bearer {DASHBOARD_TOKEN}"}
 
 
-async def sign_in(port: int, **kwargs: object) -> Answer:
-    """The sign-in form, sent with the right token."""
-    return await ask(port, "/dashboard/sign-in", method="POST", data={"token": DASHBOARD_TOKEN}, **kwargs)
+async def sign_in(port: int, *, headers: dict[str, str] | None = None, source: str | None = None) -> Answer:
+    """The sign-in form, sent with the right token (from the loopback address `source`, if given)."""
+    return await ask(
+        port,
+        "/dashboard/sign-in",
+        headers,
+        method="POST",
+        source=source,
+        data={"token": DASHBOARD_TOKEN},
+    )
 
 
 def session_of(answer: Answer) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -13,6 +14,9 @@ from listener.adapters.postgres.db import ConnectionBudget, Postgres
 from tests.support.pooler import error_response
 
 ADMIN_SHUTDOWN = error_response("57P01", "terminating connection due to administrator command")
+
+if TYPE_CHECKING:
+    from listener.adapters.postgres.db import PooledConnection
 
 
 class GoodbyeProxy:
@@ -107,7 +111,7 @@ async def test_a_connection_lost_as_it_is_handed_back_fails_nothing_and_holds_no
     async with Postgres.connect(db_url, max_size=2) as pg:
         release = pg.pool.release
 
-        async def release_then_fail(conn: asyncpg.Connection, **kwargs: object) -> None:
+        async def release_then_fail(conn: PooledConnection, **kwargs: object) -> None:
             await release(conn)
             raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
 
@@ -124,7 +128,7 @@ async def test_a_caller_cancelled_while_its_connection_is_handed_back_gives_its_
         releasing, go_on = asyncio.Event(), asyncio.Event()
         handing_back: list[asyncio.Future[None]] = []
 
-        async def slow_release(conn: asyncpg.Connection, **kwargs: object) -> None:
+        async def slow_release(conn: PooledConnection, **kwargs: object) -> None:
             async def later() -> None:
                 await go_on.wait()
                 await release(conn)

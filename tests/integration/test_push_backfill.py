@@ -77,6 +77,7 @@ async def test_rows_finished_before_the_push_migration_are_never_announced(befor
             await notifier.model_finished(finished)
         told = await conn.fetch("SELECT related_id FROM public.notifications")
         after = await conn.fetchrow("SELECT push_result FROM listener.jobs WHERE model_id = $1", waiting)
+        assert after is not None
     finally:
         await conn.close()
     for status in ("completed", "failed"):

@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -228,7 +228,7 @@ class Admin:
         self.dsn = dsn
         self.pool: asyncpg.Pool | None = None
 
-    async def call(self, fn: Callable[[asyncpg.Connection], Awaitable[T]], limit_s: float = 180.0) -> T:
+    async def call(self, fn: Callable[[Any], Awaitable[T]], limit_s: float = 180.0) -> T:
         deadline = time.monotonic() + limit_s
         while True:
             try:
@@ -569,14 +569,14 @@ class Soak:
 
     async def _events(self) -> None:
         plan = self.plan
-        events: list[tuple[float, Callable[[], Awaitable[None]]]] = [
+        events: list[tuple[float, Callable[[], Coroutine[Any, Any, None]]]] = [
             *[(at, self._pg_restart) for at in plan.pg_restarts_at],
             (plan.pg_down_at, self._pg_down),
             *[(at, self._terminate_backends) for at in plan.terminate_at],
             (plan.half_open_at, self._half_open),
             (plan.ai_down_at, self._ai_down),
         ]
-        running = []
+        running: list[asyncio.Task[None]] = []
         for at, event in sorted(events, key=lambda e: e[0]):
             await self._sleep_until(at)
             running.append(asyncio.create_task(event()))

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
@@ -18,7 +19,7 @@ class Answer:
     headers: dict[str, str]
     body: str
 
-    def json(self) -> dict[str, object]:
+    def json(self) -> dict[str, Any]:
         """The body as JSON."""
         decoded = json.loads(self.body)
         assert isinstance(decoded, dict)

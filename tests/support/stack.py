@@ -7,7 +7,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,7 +118,7 @@ async def wait_for_status(
         await asyncio.sleep(0.05)
 
 
-async def run_rows(stack: Stack, rows: list[dict[str, object]], **env: str) -> list[asyncpg.Record]:
+async def run_rows(stack: Stack, rows: Sequence[Mapping[str, object]], **env: str) -> list[asyncpg.Record]:
     """Inserts `rows` as their owners would, serves until all are terminal; returns them in order."""
     conn = await asyncpg.connect(stack.db_url)
     try:

@@ -186,7 +186,11 @@ async def test_the_supervisor_counts_what_became_of_each_row(caplog: pytest.LogC
         completed, failed, crashed, cancelled = h.add(4)
         h.source.connect()
         await h.running(4)
-        claims = [(r.model_id, r.attempt) for r in caplog.records if r.getMessage() == "job_claimed"]
+        claims = [
+            (r.__dict__["model_id"], r.__dict__["attempt"])
+            for r in caplog.records
+            if r.getMessage() == "job_claimed"
+        ]
         assert claims == [(str(j.model_id), 1) for j in (completed, failed, crashed, cancelled)]
         h.runner.finish(completed.model_id, "completed")
         h.runner.finish(failed.model_id, "failed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -221,7 +222,7 @@ async def test_never_more_rows_run_than_the_concurrency_and_more_are_claimed_as_
         await settle()
         assert len(h.runner.started) == 2
         for i in range(5):
-            await eventually(lambda i=i: len(h.runner.started) > i, f"row {i} started")
+            await eventually(functools.partial(lambda i: len(h.runner.started) > i, i), f"row {i} started")
             h.runner.finish(h.runner.started[i])
         await eventually(lambda: len(h.notified) == 5, "every row finished")
         assert sorted(h.runner.started) == sorted(job.model_id for job in jobs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 from listener.core.data import JobOutcome
@@ -20,7 +21,7 @@ class ObjectStoreWithHook(fakes.FakeObjectStore):
 
     def __init__(self) -> None:
         super().__init__()
-        self.after_upload = lambda path: None
+        self.after_upload: Callable[[str], None] = lambda path: None
         self.fail_paths: dict[str, BaseException] = {}
         self.hang_after: int | None = None  # uploads after this many never answer
 

@@ -10,7 +10,7 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -38,6 +38,13 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.LockNotAvailableError,  # a lock_timeout the role runs with
     asyncpg.QueryCanceledError,  # a statement_timeout the role runs with
 )
+# What refusing to hand out or take back a connection raises: any server error, or the above.
+_REFUSALS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *_CONNECTION_ERRORS)
+if TYPE_CHECKING:  # asyncpg's proxy is generic only in its type stubs
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A connection as the pool hands it out.
+    PooledConnection: TypeAlias = PoolConnectionProxy[asyncpg.Record]
 
 
 # A connection attempt that has not completed by then is given up: on a path gone silent it
@@ -177,7 +184,7 @@ class Postgres:
             pool = await asyncpg.create_pool(
                 min_size=0, max_size=max_size, init=remember, **connect_kwargs(database_url)
             )
-        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
+        except _REFUSALS as exc:
             raise DatabaseUnavailable(f"cannot connect to the database: {type(exc).__name__}") from exc
         try:
             yield cls(pool, max_size, opened)
@@ -195,7 +202,7 @@ class Postgres:
             log.warning("database_connections_dropped", extra={"count": len(dropped)})
         return len(dropped)
 
-    async def _run(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def _run(self, work: Callable[[PooledConnection], Awaitable[T]]) -> T:
         # A connection the server ended while it sat idle in the pool (a restart, a terminated
         # backend) still looks open until its close arrives after the server's goodbye; asyncpg
         # then refuses to start a statement on it, before sending anything. Such a statement is
@@ -217,22 +224,22 @@ class Postgres:
                     self.budget.give_back()
         raise AssertionError("unreachable: the last try returns or raises")
 
-    async def _release(self, conn: asyncpg.Connection) -> None:
+    async def _release(self, conn: PooledConnection) -> None:
         """Hands the connection back; one that cannot be reset is closed by the pool, never reused."""
         # The statement's own outcome stands: a connection lost after it answered does not turn
         # its answer into an error.
         try:
             await self.pool.release(conn)
-        except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
+        except _REFUSALS as exc:
             log.info("database_connection_dropped", extra={"error": f"{type(exc).__name__}: {exc}"})
 
-    async def _acquire(self) -> asyncpg.Connection:
+    async def _acquire(self) -> PooledConnection:
         """A connection of the pool; a refused one means waiting for one that works."""
         while True:
             await self.budget.take()
             try:
                 return await self.pool.acquire()
-            except (asyncpg.PostgresError, *_CONNECTION_ERRORS) as exc:
+            except _REFUSALS as exc:
                 # Any refusal to connect means the database is unavailable for now, whatever its
                 # code: too many connections, a pooler's "max clients reached" (XX000), a restart.
                 if not self.budget.give_back(refused=True):

@@ -110,8 +110,8 @@ class PgListener:
                 raise ConnectionError("the LISTEN connection no longer listens to its channels")
 
 
-def _payload_to(handler: Callable[[str], None]) -> Callable[[object, int, str, str], None]:
-    def deliver(_conn: object, _pid: int, _channel: str, payload: str) -> None:
-        handler(payload)
+def _payload_to(handler: Callable[[str], None]) -> Callable[[object, int, str, object], None]:
+    def deliver(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+        handler(str(payload))
 
     return deliver
