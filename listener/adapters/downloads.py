@@ -25,7 +25,7 @@ FREE_MARGIN_BYTES = 64 * MIB
 
 
 @dataclass(frozen=True)
-class LeastRate:
+class MinimumRate:
     """A transfer that moves fewer than `bytes_per_s` on average over `window_s` is abandoned."""
 
     bytes_per_s: float = 8 * 1024
@@ -39,10 +39,10 @@ async def download(
     max_bytes: int,
     *,
     what: str,
-    least_rate: LeastRate | None = None,
+    least_rate: MinimumRate | None = None,
 ) -> int:
     """Writes the body of GET `url` to `dest`; returns its size. `what` names it in errors."""
-    least_rate = least_rate or LeastRate()
+    least_rate = least_rate or MinimumRate()
     try:
         async with session.get(url, allow_redirects=False) as response:
             if response.status == 404:
@@ -63,7 +63,7 @@ async def download(
 
 
 async def _stream(
-    body: aiohttp.StreamReader, dest: Path, max_bytes: int, what: str, least_rate: LeastRate
+    body: aiohttp.StreamReader, dest: Path, max_bytes: int, what: str, least_rate: MinimumRate
 ) -> int:
     loop = asyncio.get_running_loop()
     size = 0

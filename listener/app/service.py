@@ -18,8 +18,9 @@ import aiohttp
 from listener.adapters.ai_server.client import AIClient
 from listener.adapters.ai_server.watch import AIServerWatch
 from listener.adapters.fcm import FcmSender
-from listener.adapters.postgres.db import Database, Postgres, is_transaction_pooler
+from listener.adapters.postgres.jobs import PgJobStore
 from listener.adapters.postgres.listen import PgListener
+from listener.adapters.postgres.pool import PgPool, is_transaction_pooler
 from listener.adapters.postgres.push_store import PushStore
 from listener.adapters.source_images import SourceImageFetcher
 from listener.adapters.storage.s3 import Storage
@@ -28,7 +29,7 @@ from listener.app.dashboard.routes import dashboard_routes
 from listener.app.health import HealthServer
 from listener.app.settings import Settings
 from listener.core.generation import run_job
-from listener.core.ports import Clients, GenerationSettings
+from listener.core.ports import GenerationSettings, RowDependencies
 from listener.core.reachability import Reachability
 from listener.core.spool import SpoolBudget
 from listener.core.storage_state import StorageState
@@ -59,7 +60,7 @@ def clear_spool(spool_dir: Path) -> None:
     spool_dir.mkdir(parents=True, exist_ok=True)
 
 
-async def wait_for_database(db: Postgres, stop: asyncio.Event) -> bool:
+async def wait_for_database(db: PgPool, stop: asyncio.Event) -> bool:
     """True once the database answers; False if told to stop first. A database that is down is waited for."""
     delay = 0.5
     while not stop.is_set():
@@ -78,7 +79,7 @@ class Readiness:
     """Why this replica is not ready yet, for `/readyz`; None once it is."""
 
     def __init__(self, storage_state: StorageState, ai_state: Reachability, bucket: str) -> None:
-        self.pg: Postgres | None = None
+        self.pg: PgPool | None = None
         self.supervisor: Supervisor | None = None
         self.storage_state = storage_state
         self.ai_state = ai_state
@@ -151,7 +152,7 @@ async def serve(
     await health.start()
     try:
         async with (
-            Postgres.connect(settings.database_url, max_size=settings.db_pool_size) as pg,
+            PgPool.connect(settings.database_url, max_size=settings.db_pool_size) as pg,
             aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
             aiohttp.ClientSession(
                 timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=64, force_close=True)
@@ -162,7 +163,7 @@ async def serve(
             if not await wait_for_database(pg, stop):
                 log.info("listener_stopped_before_start")
                 return None
-            db = Database(pg)
+            db = PgJobStore(pg)
             await _warn_if_realtime_is_off(pg)
             ai_watch = AIServerWatch(settings.ai_url, ai_state, metrics)
             await ai_watch.check()
@@ -176,7 +177,7 @@ async def serve(
                 push = PushNotifier(PushStore(pg), sender, settings.push_texts, retry, metrics=metrics)
                 await push.start()
                 notifier = push
-            clients = Clients(
+            clients = RowDependencies(
                 db=db,
                 ai=AIClient(settings.ai_url, http, submit_http, result_origins=settings.result_origins),
                 storage=storage,
@@ -226,7 +227,7 @@ async def serve(
         log.info("listener_stopped")
 
 
-async def _warn_if_realtime_is_off(pg: Postgres) -> None:
+async def _warn_if_realtime_is_off(pg: PgPool) -> None:
     """Says once, at start, when Supabase Realtime would not stream the rows' progress."""
     try:
         problem = await pg.fetchval("realtime_problem")

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from listener.adapters.postgres.db import connect_kwargs
+from listener.adapters.postgres.pool import connect_kwargs
 from listener.adapters.postgres.queries import query
 from listener.errors import StatusUnavailable
 from listener.redact import printable, redact_url, register_secret, scrub, url_secrets

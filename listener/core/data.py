@@ -32,7 +32,7 @@ class ClaimedJob:
 
 
 @dataclass(frozen=True)
-class FinishedModel:
+class FinishedRow:
     """A row that reached a terminal status: what the push needs."""
 
     model_id: uuid.UUID
@@ -43,7 +43,7 @@ class FinishedModel:
 
 
 @dataclass(frozen=True)
-class Results:
+class CompletedColumns:
     """The columns a completed row gets."""
 
     storage_path: str
@@ -108,5 +108,5 @@ class JobOutcome:
     """How a row's coroutine ended: completed, failed, lost or released; why, if it failed."""
 
     outcome: str
-    finished: FinishedModel | None = None
+    finished: FinishedRow | None = None
     failure_kind: str | None = None

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
-from listener.core.data import ClaimedJob, FinishedModel, ImageFile, JobOutcome, Results, TaskState
-from listener.core.ports import Clients, GenerationSettings, JobStore
+from listener.core.data import ClaimedJob, CompletedColumns, FinishedRow, ImageFile, JobOutcome, TaskState
+from listener.core.ports import GenerationSettings, JobStore, RowDependencies
 from listener.core.progress import FETCHED, UPLOADED, ProgressReporter, from_ai_progress
 from listener.core.results import ResultFiles
 from listener.core.validation import SourceImage, ValidRequest, validate
@@ -40,7 +40,7 @@ RECORD_RETRY_S = 1.0
 DISCARD_GRACE_S = 10.0
 
 
-async def run_job(job: ClaimedJob, clients: Clients, settings: GenerationSettings) -> JobOutcome:
+async def run_job(job: ClaimedJob, clients: RowDependencies, settings: GenerationSettings) -> JobOutcome:
     """Runs the row to its terminal status; the caller tells the user about `finished`."""
     token = current_model_id.set(str(job.model_id))
     spool = settings.spool_dir / str(job.model_id)
@@ -97,7 +97,9 @@ async def _release_quietly(db: JobStore, model_id: uuid.UUID, owner: str) -> Non
 class Generation:
     """The steps of one row: validate, submit, poll, fetch, upload, complete."""
 
-    def __init__(self, job: ClaimedJob, clients: Clients, settings: GenerationSettings, spool: Path) -> None:
+    def __init__(
+        self, job: ClaimedJob, clients: RowDependencies, settings: GenerationSettings, spool: Path
+    ) -> None:
         self.job = job
         self.clients = clients
         self.settings = settings
@@ -118,7 +120,7 @@ class Generation:
         self._timeout: asyncio.Timeout | None = None
         self.results = ResultFiles(job, clients, settings, spool, self._poll, self._deadline_paused)
 
-    async def run(self) -> FinishedModel | None:
+    async def run(self) -> FinishedRow | None:
         """Takes the row to `completed`; None if it was no longer ours. Failures raise PermanentError."""
         try:
             async with asyncio.timeout_at(self._loop_time(self.deadline)) as self._timeout:
@@ -134,7 +136,7 @@ class Generation:
             log.info("job_completed", extra={"file_size": results.file_size, "seconds": self._elapsed()})
         return finished
 
-    async def _generate(self) -> Results:
+    async def _generate(self) -> CompletedColumns:
         request = validate(
             self.job,
             bucket=self.settings.bucket,
@@ -163,7 +165,7 @@ class Generation:
         await self.progress.report(UPLOADED, force=True)
         return results
 
-    async def fail(self, reason: str) -> FinishedModel | None:
+    async def fail(self, reason: str) -> FinishedRow | None:
         """Marks the row failed with `reason`; None if the job was no longer ours."""
         metadata: dict[str, Any] = {"ai_task_id": self.task_id} if self.task_id else {}
         log.info("job_failed", extra={"reason": reason, "seconds": self._elapsed()})

@@ -14,11 +14,11 @@ from typing import Any, Protocol
 
 from listener.core.data import (
     ClaimedJob,
+    CompletedColumns,
     ExpiredLeases,
-    FinishedModel,
+    FinishedRow,
     ImageFile,
     ModelRequest,
-    Results,
     TaskState,
 )
 from listener.core.reachability import Reachability
@@ -46,12 +46,14 @@ class JobStore(Protocol):
     async def write_progress(self, model_id: uuid.UUID, owner: str, progress: int) -> bool:
         """Raises the row's progress; False if it was not raised (not ours, or not higher)."""
 
-    async def complete(self, model_id: uuid.UUID, owner: str, results: Results) -> FinishedModel | None:
+    async def complete(
+        self, model_id: uuid.UUID, owner: str, results: CompletedColumns
+    ) -> FinishedRow | None:
         """Marks the row completed and ends its job; None if no longer ours."""
 
     async def fail(
         self, model_id: uuid.UUID, owner: str, reason: str, metadata: dict[str, Any]
-    ) -> FinishedModel | None:
+    ) -> FinishedRow | None:
         """Marks the row failed with `reason` and ends its job; None if no longer ours."""
 
     async def release_lease(self, model_id: uuid.UUID, owner: str) -> None:
@@ -80,7 +82,7 @@ class LeaseStore(Protocol):
     async def release_expired_leases(self) -> ExpiredLeases:
         """Hands back the jobs whose lease ran out, so that they can be claimed."""
 
-    async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
+    async def give_up_jobs(self, max_claims: int) -> list[FinishedRow]:
         """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""
 
     async def forget_old_requests(self, days_kept: int, most: int) -> int:
@@ -101,7 +103,7 @@ class WakeUpHandler(Protocol):
 
 
 class WakeUpSource(Protocol):
-    """Tells the supervisor when to look for work: Postgres LISTEN, or a fake in tests."""
+    """Tells the supervisor when to look for work: PgPool LISTEN, or a fake in tests."""
 
     @property
     def ready(self) -> bool:
@@ -167,7 +169,7 @@ class GenerationSettings:
 
 
 @dataclass(frozen=True)
-class Clients:
+class RowDependencies:
     """The outside systems a row's coroutine talks to."""
 
     db: JobStore

@@ -11,10 +11,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from listener.core.data import ClaimedJob, Results, TaskState
+from listener.core.data import ClaimedJob, CompletedColumns, TaskState
 from listener.core.glb import verify_glb
 from listener.core.images import image_type
-from listener.core.ports import Clients, GenerationSettings
+from listener.core.ports import GenerationSettings, RowDependencies
 from listener.errors import (
     STORAGE_SETUP,
     FileGone,
@@ -42,7 +42,7 @@ WHAT = {"glb": "GLB model", "stl": "STL file", "thumbnail": "thumbnail"}
 
 
 @dataclass(frozen=True)
-class Fetched:
+class SpooledResults:
     """The spooled files of a finished task, and the task's last state."""
 
     glb: Path
@@ -58,7 +58,7 @@ class ResultFiles:
     def __init__(
         self,
         job: ClaimedJob,
-        clients: Clients,
+        clients: RowDependencies,
         settings: GenerationSettings,
         spool: Path,
         poll: Callable[[], Awaitable[TaskState]],
@@ -75,7 +75,7 @@ class ResultFiles:
         # What this coroutine put in Storage: removed again if the row ends without completing.
         self.uploaded: list[str] = []
 
-    async def fetch_all(self, state: TaskState) -> Fetched:
+    async def fetch_all(self, state: TaskState) -> SpooledResults:
         """Spools the GLB (required, and checked), then the STL and the thumbnail if offered."""
         self._check_bucket_takes_the_model(state)
         glb, state = await self._fetch(state, "glb", required=True)
@@ -87,9 +87,9 @@ class ResultFiles:
         if thumbnail and thumbnail_type is None:
             log.warning("thumbnail_not_an_image")  # the model is kept; the picture is not
             thumbnail = None
-        return Fetched(glb, stl, thumbnail, thumbnail_type, state)
+        return SpooledResults(glb, stl, thumbnail, thumbnail_type, state)
 
-    async def upload_all(self, fetched: Fetched, task_id: str | None) -> Results:
+    async def upload_all(self, fetched: SpooledResults, task_id: str | None) -> CompletedColumns:
         """Uploads the spooled files under the app's paths; returns the columns of the completed row."""
         await self._wait_for_storage()
         model_id, user_id = self.job.model_id, self.job.user_id
@@ -102,7 +102,7 @@ class ResultFiles:
         if fetched.thumbnail and thumbnail_path and fetched.thumbnail_type:
             await self._upload(thumbnail_path, fetched.thumbnail, fetched.thumbnail_type)
         public_url = self.clients.storage.public_url
-        return Results(
+        return CompletedColumns(
             storage_path=glb_path,
             download_url=public_url(glb_path),
             file_size=size,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from listener.core.data import ClaimedJob, FinishedModel, JobOutcome
+from listener.core.data import ClaimedJob, FinishedRow, JobOutcome
 from listener.core.ports import LeaseStore, WakeUpSource
 from listener.core.reachability import Reachability
 from listener.errors import TransientError
@@ -34,7 +34,7 @@ class SupervisorSettings:
 
 
 JobRunner = Callable[[ClaimedJob], Coroutine[Any, Any, JobOutcome]]
-Notify = Callable[[FinishedModel], Coroutine[Any, Any, None]]
+Notify = Callable[[FinishedRow], Coroutine[Any, Any, None]]
 # How long a stopping replica lets pushes that are under way finish.
 PUSH_GRACE_S = 10.0
 # Most rows claimed by one statement: a backlog is taken in short statements, not one long one.
@@ -239,7 +239,7 @@ class Supervisor:
         if not self._stopping:
             self._wake.set()
 
-    def _tell_owner(self, finished: FinishedModel) -> None:
+    def _tell_owner(self, finished: FinishedRow) -> None:
         push = asyncio.create_task(self.notify(finished), name=f"push-{finished.model_id}")
         self.pushing.add(push)
         push.add_done_callback(self.pushing.discard)

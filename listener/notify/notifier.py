@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from listener.core.data import FinishedModel
+from listener.core.data import FinishedRow
 from listener.errors import DatabaseUnavailable, LeaseLost, PushUndelivered, TransientError
 from listener.logs import current_model_id
 from listener.metrics import Metrics
@@ -49,14 +49,14 @@ PUSH_BODY_MAX = 600
 class Notifier(Protocol):
     """Where the supervisor hands a row that reached a terminal status."""
 
-    async def model_finished(self, model: FinishedModel) -> None:
+    async def model_finished(self, model: FinishedRow) -> None:
         """Tells the owner that `model` reached a terminal status; never raises."""
 
 
 class LogNotifier:
     """Writes the news to the log only: used where nothing is to be sent (the demo)."""
 
-    async def model_finished(self, model: FinishedModel) -> None:
+    async def model_finished(self, model: FinishedRow) -> None:
         """Logs the terminal status instead of sending it."""
         log.info(
             "push_logged",
@@ -127,7 +127,7 @@ class PushNotifier:
                 log.warning("push_no_token_table", extra={"hint": "public.user_device_tokens does not exist"})
             self.schema = schema
 
-    async def model_finished(self, model: FinishedModel) -> None:
+    async def model_finished(self, model: FinishedRow) -> None:
         """Tells the owner that `model` reached a terminal status; never raises."""
         context = current_model_id.set(str(model.model_id))
         try:

@@ -24,7 +24,7 @@ EXPECTED = {"text": "completed", "image": "completed", "fail": "failed", "cancel
 
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
-    """A temporary folder with a short path: Postgres puts its socket in it (at most 107 bytes)."""
+    """A temporary folder with a short path: PgPool puts its socket in it (at most 107 bytes)."""
     path = Path(tempfile.mkdtemp(prefix="demo-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.jobs import PgJobStore
 from tests.support.database import as_app_user, insert_model, wait_for_lock_wait
 
 ADA = uuid.UUID("11111111-1111-1111-1111-111111111111")
@@ -279,7 +279,7 @@ async def test_texts_longer_than_their_limit_are_refused_by_name(
 async def test_a_claim_loads_no_more_of_a_text_than_its_limit(db_url: str, conn: asyncpg.Connection) -> None:
     """A row written by a trusted role around the limits still reaches the listener cut short."""
     model_id = await insert_model(conn, ADA, prompt="x" * 5_000_000)
-    async with Database.connect(db_url) as db:
+    async with PgJobStore.connect(db_url) as db:
         (job,) = await db.claim(OWNER, 1, 1, 30, 8)
     assert job.model_id == model_id
     assert job.prompt is not None and len(job.prompt) == 2001
@@ -366,7 +366,7 @@ async def test_the_daily_budgets_memory_is_pruned_a_batch_at_a_time_and_keeps_wh
     )
     await set_limit(conn, "max_requests_per_day", "2")
     await insert_as(conn, ADA)
-    async with Database.connect(db_url) as db:
+    async with PgJobStore.connect(db_url) as db:
         assert await db.forget_old_requests(30, 2) == 2
         assert await db.forget_old_requests(30, 2) == 1
         assert await db.forget_old_requests(30, 2) == 0

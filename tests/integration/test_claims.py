@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.jobs import PgJobStore
 from tests.support.database import insert_model, wait_for_lock_wait
 
 OWNER = "replica-a:1:abc"
@@ -17,7 +17,7 @@ async def test_a_cancel_committed_while_a_claim_waits_is_not_claimed(db_url: str
     conn = await asyncpg.connect(db_url)
     try:
         model_id = await insert_model(conn, uuid.uuid4())
-        async with Database.connect(db_url) as db:
+        async with PgJobStore.connect(db_url) as db:
             cancelling = conn.transaction()
             await cancelling.start()
             # The cancel's trigger now holds the job row's lock until it commits.
@@ -45,7 +45,7 @@ async def test_a_job_claimed_too_often_is_given_up_with_a_reason(db_url: str) ->
     try:
         stuck, fresh = await insert_model(conn, uuid.uuid4()), await insert_model(conn, uuid.uuid4())
         await conn.execute("UPDATE listener.jobs SET attempts = 8 WHERE model_id = $1", stuck)
-        async with Database.connect(db_url) as db:
+        async with PgJobStore.connect(db_url) as db:
             given_up = await db.give_up_jobs(8)
             claimed = await db.claim(OWNER, 5, 5, 30, 8)
         row = await conn.fetchrow(
@@ -66,7 +66,7 @@ async def test_handing_leases_back_does_not_count_as_an_attempt(db_url: str) -> 
     conn = await asyncpg.connect(db_url)
     try:
         model_id = await insert_model(conn, uuid.uuid4())
-        async with Database.connect(db_url) as db:
+        async with PgJobStore.connect(db_url) as db:
             for _ in range(3):
                 (job,) = await db.claim(OWNER, 1, 1, 30, 8)
                 assert job.attempts == 1

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from listener.adapters.postgres.db import Postgres
 from listener.adapters.postgres.listen import PgListener
+from listener.adapters.postgres.pool import PgPool
 from listener.errors import DatabaseUnavailable
 from tests.support.link_proxy import LinkProxy
 
@@ -35,8 +35,8 @@ async def test_a_connection_attempt_on_a_silent_link_is_given_up(
     db_url: str, proxy: LinkProxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Not after asyncpg's own minute: the link may long work again by then."""
-    monkeypatch.setattr("listener.adapters.postgres.db.CONNECT_TIMEOUT_S", 0.5, raising=False)
-    async with Postgres.connect(_through(db_url, proxy), max_size=2) as pg:
+    monkeypatch.setattr("listener.adapters.postgres.pool.CONNECT_TIMEOUT_S", 0.5, raising=False)
+    async with PgPool.connect(_through(db_url, proxy), max_size=2) as pg:
         proxy.stall()
         started = time.monotonic()
         with pytest.raises(DatabaseUnavailable):
@@ -49,7 +49,7 @@ async def test_a_connection_attempt_on_a_silent_link_is_given_up(
 async def test_statements_waiting_on_a_silent_link_fail_at_once_when_the_pool_is_dropped(
     db_url: str, proxy: LinkProxy
 ) -> None:
-    async with Postgres.connect(_through(db_url, proxy), max_size=2) as pg:
+    async with PgPool.connect(_through(db_url, proxy), max_size=2) as pg:
         await pg.ping()
         proxy.stall()
         waiting = asyncio.create_task(pg.ping())

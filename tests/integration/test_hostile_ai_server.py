@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from listener.adapters.ai_server.client import MAX_ANSWER_BYTES, AIClient
-from listener.adapters.downloads import LeastRate, download
+from listener.adapters.downloads import MinimumRate, download
 from listener.core.data import ModelRequest
 from listener.errors import FileGone, PermanentError, SpoolUnavailable, TransferStalled, TransientError
 from listener.playground.sample_files import build_glb
@@ -274,7 +274,7 @@ async def test_a_trickling_file_is_abandoned_below_the_least_rate(
         return response
 
     server.routes["/files/m.glb"] = trickle
-    rate = LeastRate(bytes_per_s=1000, window_s=0.3)
+    rate = MinimumRate(bytes_per_s=1000, window_s=0.3)
     with pytest.raises(TransferStalled):
         await download(
             http, f"{server.url}/files/m.glb", tmp_path / "m.glb", 10_000, what="GLB model", least_rate=rate

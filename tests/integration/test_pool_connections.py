@@ -10,13 +10,13 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from listener.adapters.postgres.db import ConnectionBudget, Postgres
+from listener.adapters.postgres.pool import ConnectionBudget, PgPool
 from tests.support.pooler import error_response
 
 ADMIN_SHUTDOWN = error_response("57P01", "terminating connection due to administrator command")
 
 if TYPE_CHECKING:
-    from listener.adapters.postgres.db import PooledConnection
+    from listener.adapters.postgres.pool import PooledConnection
 
 
 class GoodbyeProxy:
@@ -93,7 +93,7 @@ async def test_a_connection_the_server_ended_while_idle_is_never_used(db_url: st
     await proxy.start()
     try:
         # One connection: the statement after the goodbye is offered the connection that heard it.
-        async with Postgres.connect(_through(db_url, proxy.port), max_size=1) as pg:
+        async with PgPool.connect(_through(db_url, proxy.port), max_size=1) as pg:
             assert await pg.fetchval("ping") == 1
             goodbye = asyncio.create_task(proxy.goodbye(close_after_s=1.0))
             await asyncio.sleep(0.2)  # the goodbye has arrived; the close has not
@@ -108,7 +108,7 @@ async def test_a_connection_lost_as_it_is_handed_back_fails_nothing_and_holds_no
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The statement answered: the pool failing to reset the connection afterwards changes nothing."""
-    async with Postgres.connect(db_url, max_size=2) as pg:
+    async with PgPool.connect(db_url, max_size=2) as pg:
         release = pg.pool.release
 
         async def release_then_fail(conn: PooledConnection, **kwargs: object) -> None:
@@ -123,7 +123,7 @@ async def test_a_connection_lost_as_it_is_handed_back_fails_nothing_and_holds_no
 async def test_a_caller_cancelled_while_its_connection_is_handed_back_gives_its_budget_back(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with Postgres.connect(db_url, max_size=2) as pg:
+    async with PgPool.connect(db_url, max_size=2) as pg:
         release = pg.pool.release
         releasing, go_on = asyncio.Event(), asyncio.Event()
         handing_back: list[asyncio.Future[None]] = []
@@ -152,7 +152,7 @@ async def test_a_caller_cancelled_while_its_connection_is_handed_back_gives_its_
 async def test_a_caller_cancelled_while_it_waits_for_a_connection_gives_its_budget_back(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with Postgres.connect(db_url, max_size=2) as pg:
+    async with PgPool.connect(db_url, max_size=2) as pg:
         connecting = asyncio.Event()
 
         async def never_connects(**kwargs: object) -> asyncpg.Connection:

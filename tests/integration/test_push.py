@@ -20,10 +20,10 @@ import asyncpg
 import pytest
 
 from listener.adapters.fcm import FcmSender
-from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.jobs import PgJobStore
 from listener.adapters.postgres.push_store import PushStore
 from listener.app.service import serve
-from listener.core.data import FinishedModel, Results
+from listener.core.data import CompletedColumns, FinishedRow
 from listener.errors import ConfigError
 from listener.logs import JsonFormatter
 from listener.notify.notifier import PushNotifier
@@ -67,8 +67,8 @@ async def sender(fcm: FakeFcm, credentials_path: Path) -> AsyncIterator[FcmSende
 
 
 @pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    async with Database.connect(db_url) as database:
+async def db(db_url: str) -> AsyncIterator[PgJobStore]:
+    async with PgJobStore.connect(db_url) as database:
         yield database
 
 
@@ -98,12 +98,12 @@ async def add_user(conn: asyncpg.Connection, tokens: Sequence[str] = ()) -> uuid
 
 async def finish_row(
     conn: asyncpg.Connection,
-    db: Database,
+    db: PgJobStore,
     user: uuid.UUID,
     *,
     model_name: str = "Boat",
     reason: str | None = None,
-) -> FinishedModel:
+) -> FinishedRow:
     """A pending row, leased and ended by the listener's own statements: completed, or failed."""
     model_id = await insert_model(conn, user, model_name=model_name)
     await conn.execute(
@@ -115,7 +115,7 @@ async def finish_row(
     if reason is not None:
         finished = await db.fail(model_id, OWNER, reason, {})
     else:
-        results = Results(
+        results = CompletedColumns(
             f"{user}/generated-models/{model_id}.glb", "https://cdn/m.glb", 10, None, None, None, None, {}
         )
         finished = await db.complete(model_id, OWNER, results)
@@ -204,7 +204,7 @@ async def test_three_tokens_get_two_exact_pushes_and_the_dead_one_is_deactivated
     fcm.unregistered = {"token-dead"}
     conn = await asyncpg.connect(url)
     try:
-        async with Database.connect(url) as db:
+        async with PgJobStore.connect(url) as db:
             user = await add_user(conn, ["token-phone", "token-tablet", "token-dead"])
             stranger = await add_user(conn, ["token-stranger"])
             if shape != "unflagged":  # a token switched off must not be sent to
@@ -269,7 +269,7 @@ async def test_three_tokens_get_two_exact_pushes_and_the_dead_one_is_deactivated
 
 
 async def test_a_failed_row_is_told_with_its_reason(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     user = await add_user(conn, ["token-1"])
     reason = "the AI server could not make a model of this image"
@@ -289,7 +289,11 @@ async def test_a_failed_row_is_told_with_its_reason(
 
 
 async def test_settings_off_get_the_row_but_no_push_and_no_tokens_is_no_error(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender, caplog: pytest.LogCaptureFixture
+    conn: asyncpg.Connection,
+    db: PgJobStore,
+    fcm: FakeFcm,
+    sender: FcmSender,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     pushes_off = await add_user(conn, ["token-a"])
     ai_off = await add_user(conn, ["token-b"])
@@ -316,7 +320,7 @@ async def test_settings_off_get_the_row_but_no_push_and_no_tokens_is_no_error(
 
 
 async def test_without_credentials_rows_are_written_and_pushes_off_is_said_once(
-    conn: asyncpg.Connection, db: Database, caplog: pytest.LogCaptureFixture
+    conn: asyncpg.Connection, db: PgJobStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     user = await add_user(conn, ["token-1"])
     caplog.set_level(logging.INFO, logger="listener")
@@ -335,7 +339,7 @@ async def test_without_credentials_rows_are_written_and_pushes_off_is_said_once(
 
 
 async def test_unavailable_twice_then_ok_is_delivered_once(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     fcm.fail_next = [503, 503]
     user = await add_user(conn, ["token-1"])
@@ -348,7 +352,7 @@ async def test_unavailable_twice_then_ok_is_delivered_once(
 
 
 async def test_quota_and_internal_errors_are_retried_too(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     fcm.fail_next = [429, 500]
     user = await add_user(conn, ["token-1"])
@@ -358,7 +362,11 @@ async def test_quota_and_internal_errors_are_retried_too(
 
 
 async def test_sender_errors_are_logged_loudly_once_and_the_row_stays_completed(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender, caplog: pytest.LogCaptureFixture
+    conn: asyncpg.Connection,
+    db: PgJobStore,
+    fcm: FakeFcm,
+    sender: FcmSender,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     fcm.always = (403, None, "The caller does not have permission")  # the project's setup, not a token
     user = await add_user(conn, ["token-1", "token-2"])
@@ -382,7 +390,7 @@ async def test_sender_errors_are_logged_loudly_once_and_the_row_stays_completed(
 
 
 async def test_an_access_token_revoked_early_is_refreshed_once(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     user = await add_user(conn, ["token-1", "token-2", "token-3"])
     notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
@@ -396,7 +404,7 @@ async def test_an_access_token_revoked_early_is_refreshed_once(
 
 
 async def test_a_token_fcm_calls_malformed_or_foreign_is_deactivated_at_once_and_alone(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     """Per-token errors concern that token only, from the first push of the process on."""
     fcm.invalid, fcm.mismatched = {"token-bad"}, {"token-foreign"}
@@ -416,7 +424,7 @@ async def test_a_token_fcm_calls_malformed_or_foreign_is_deactivated_at_once_and
 
 
 async def test_a_payload_fcm_refuses_deactivates_no_token(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     fcm.always = (400, "INVALID_ARGUMENT", "Invalid value at 'message.data[0].value'")
     user = await add_user(conn, ["token-1", "token-2"])
@@ -433,7 +441,7 @@ async def test_fcm_down_for_good_rows_complete_and_are_pushed_when_it_returns(
     fcm.down = True
     conn = await asyncpg.connect(stack.db_url)
     try:
-        async with Database.connect(stack.db_url) as db:
+        async with PgJobStore.connect(stack.db_url) as db:
             notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT)
             user = await add_user(conn, ["token-1"])
             async with as_app_user(conn, user):
@@ -479,7 +487,7 @@ async def test_fcm_down_for_good_rows_complete_and_are_pushed_when_it_returns(
 
 
 async def test_a_push_tried_too_often_is_given_up(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     fcm.down = True
     user = await add_user(conn, ["token-1"])
@@ -498,7 +506,7 @@ async def test_a_push_tried_too_often_is_given_up(
 CRASHING_REPLICA = """
 import asyncio, sys
 from pathlib import Path
-from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.jobs import PgJobStore
 from listener.notify.notifier import PushNotifier
 from listener.adapters.postgres.push_store import PushStore
 from listener.notify.texts import NotificationTexts
@@ -506,7 +514,7 @@ from listener.adapters.fcm import FcmSender
 from listener.retry import RetryPolicy
 
 async def main(url, credentials, endpoint):
-    async with Database.connect(url) as db:
+    async with PgJobStore.connect(url) as db:
         sender = FcmSender.from_credentials(Path(credentials), endpoint)
         await PushNotifier(PushStore(db.pg), sender, NotificationTexts(), RetryPolicy().scaled(0)).sweep()
 
@@ -517,7 +525,7 @@ asyncio.run(main(*sys.argv[1:]))
 async def test_a_replica_killed_after_the_row_and_before_the_push_is_finished_once(
     db_url: str,
     conn: asyncpg.Connection,
-    db: Database,
+    db: PgJobStore,
     fcm: FakeFcm,
     credentials_path: Path,
     sender: FcmSender,
@@ -561,7 +569,7 @@ async def test_a_replica_killed_after_the_row_and_before_the_push_is_finished_on
 
 
 async def test_replicas_racing_for_the_same_rows_tell_each_owner_once(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender, credentials_path: Path
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender, credentials_path: Path
 ) -> None:
     other_sender = FcmSender.from_credentials(credentials_path, fcm.base_url)
     try:
@@ -581,7 +589,7 @@ async def test_replicas_racing_for_the_same_rows_tell_each_owner_once(
 
 
 async def test_an_owner_retry_starts_the_push_afresh(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     user = await add_user(conn, ["token-1"])
     failed = await finish_row(conn, db, user, reason="upstream error")
@@ -600,7 +608,7 @@ async def test_an_owner_retry_starts_the_push_afresh(
         failed.model_id,
         OWNER,
     )
-    results = Results("p.glb", "https://cdn/p.glb", 1, None, None, None, None, {})
+    results = CompletedColumns("p.glb", "https://cdn/p.glb", 1, None, None, None, None, {})
     completed = await db.complete(failed.model_id, OWNER, results)
     assert completed is not None
     await notifier.model_finished(completed)
@@ -631,7 +639,7 @@ def test_texts_come_from_the_environment_and_a_bad_template_is_named() -> None:
 
 
 async def test_private_key_and_access_token_never_reach_a_log_line(
-    conn: asyncpg.Connection, db: Database, fcm: FakeFcm, sender: FcmSender, credentials_path: Path
+    conn: asyncpg.Connection, db: PgJobStore, fcm: FakeFcm, sender: FcmSender, credentials_path: Path
 ) -> None:
     """A push logged at DEBUG, every library's records included, FCM quoting the token in its error."""
     fcm.always = (403, None, "The caller does not have permission")
@@ -671,7 +679,7 @@ async def test_a_bad_credentials_file_is_a_config_error(tmp_path: Path) -> None:
 
 async def test_a_firebase_admin_that_breaks_inside_is_a_configuration_error_told_once(
     conn: asyncpg.Connection,
-    db: Database,
+    db: PgJobStore,
     fcm: FakeFcm,
     sender: FcmSender,
     caplog: pytest.LogCaptureFixture,

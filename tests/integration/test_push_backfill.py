@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.jobs import PgJobStore
 from listener.adapters.postgres.migrate import load_migrations, migrate
 from listener.adapters.postgres.push_store import PushStore
 from listener.notify.notifier import PushNotifier
@@ -62,7 +62,7 @@ async def test_rows_finished_before_the_push_migration_are_never_announced(befor
                 "SELECT model_id, finished_at, push_sent_at, push_result FROM listener.jobs"
             )
         }
-        async with Database.connect(before_push) as db:
+        async with PgJobStore.connect(before_push) as db:
             notifier = PushNotifier(PushStore(db.pg), None, NotificationTexts(), NO_WAIT)
             assert await notifier.sweep() == 0  # nothing finished before the upgrade is taken up
             # A row that finishes after the upgrade is told as usual.

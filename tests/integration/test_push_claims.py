@@ -14,9 +14,9 @@ import asyncpg
 import pytest
 
 from listener.adapters.fcm import FcmSender
-from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.jobs import PgJobStore
 from listener.adapters.postgres.push_store import PushStore
-from listener.core.data import FinishedModel, Results
+from listener.core.data import CompletedColumns, FinishedRow
 from listener.notify.notifier import PushNotifier
 from listener.notify.texts import NotificationTexts
 from listener.retry import RetryPolicy
@@ -61,23 +61,23 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 @asynccontextmanager
 async def behind_a_link(
     db_url: str, conn: asyncpg.Connection
-) -> AsyncIterator[tuple[LinkProxy, FinishedModel, Database]]:
+) -> AsyncIterator[tuple[LinkProxy, FinishedRow, PgJobStore]]:
     """A finished row, and a Database that reaches Postgres through a link the test can cut."""
     port = urlsplit(db_url).port
     assert port is not None
     link = LinkProxy(port)
     await link.start()
     try:
-        async with Database.connect(db_url) as direct:
+        async with PgJobStore.connect(db_url) as direct:
             finished = await finished_row(conn, direct)
         through = urlsplit(db_url)._replace(netloc=f"postgres@127.0.0.1:{link.port}").geturl()
-        async with Database.connect(through) as db:
+        async with PgJobStore.connect(through) as db:
             yield link, finished, db
     finally:
         await link.stop()
 
 
-async def finished_row(conn: asyncpg.Connection, db: Database) -> FinishedModel:
+async def finished_row(conn: asyncpg.Connection, db: PgJobStore) -> FinishedRow:
     """A completed row of a user with two live device tokens, ended by the listener's own statement."""
     user = uuid.uuid4()
     for token in TOKENS:
@@ -94,7 +94,7 @@ async def finished_row(conn: asyncpg.Connection, db: Database) -> FinishedModel:
         model_id,
         OWNER,
     )
-    results = Results(
+    results = CompletedColumns(
         f"{user}/generated-models/{model_id}.glb", "https://cdn/m.glb", 10, None, None, None, None, {}
     )
     finished = await db.complete(model_id, OWNER, results)
@@ -117,7 +117,7 @@ async def test_an_attempt_that_takes_long_keeps_its_claim(
     db_url: str, conn: asyncpg.Connection, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     """However long FCM keeps it waiting, a live attempt's claim is not taken by another replica's sweep."""
-    async with Database.connect(db_url) as db:
+    async with PgJobStore.connect(db_url) as db:
         finished = await finished_row(conn, db)
         notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT, lease_s=0.4)
         other = PushNotifier(PushStore(db.pg), sender, TEXTS, NO_WAIT, lease_s=0.4)
@@ -136,7 +136,7 @@ async def test_the_claim_of_a_replica_that_dies_runs_out_within_a_minute(
     db_url: str, conn: asyncpg.Connection, fcm: FakeFcm, sender: FcmSender
 ) -> None:
     """With the settings a replica runs with: its owner is not told minutes late because it died."""
-    async with Database.connect(db_url) as db:
+    async with PgJobStore.connect(db_url) as db:
         finished = await finished_row(conn, db)
         notifier = PushNotifier(PushStore(db.pg), sender, TEXTS, RetryPolicy())
         fcm.token_gate = asyncio.Event()

@@ -14,13 +14,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from listener.adapters.postgres.db import Database
-from listener.core.data import Results
+from listener.adapters.postgres.jobs import PgJobStore
+from listener.core.data import CompletedColumns
 from tests.support.database import insert_model
 
 FIRST = "replica-a:1:aaaaaa"
 SECOND = "replica-b:2:bbbbbb"
-RESULTS = Results(
+RESULTS = CompletedColumns(
     "u/generated-models/m.glb",
     "https://cdn.example/m.glb",
     2048,
@@ -33,8 +33,8 @@ RESULTS = Results(
 
 
 @pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    async with Database.connect(db_url) as database:
+async def db(db_url: str) -> AsyncIterator[PgJobStore]:
+    async with PgJobStore.connect(db_url) as database:
         yield database
 
 
@@ -58,7 +58,7 @@ async def snapshot(conn: asyncpg.Connection, model_id: uuid.UUID) -> dict[str, A
     return {"model": json.loads(row["model"]), "job": json.loads(row["job"])}
 
 
-async def stale_writes(db: Database, model_id: uuid.UUID, owner: str) -> list[object]:
+async def stale_writes(db: PgJobStore, model_id: uuid.UUID, owner: str) -> list[object]:
     """Every write of a row's life, as `owner`; what each returned."""
     return [
         await db.record_task_id(model_id, owner, "stale-task"),
@@ -69,7 +69,7 @@ async def stale_writes(db: Database, model_id: uuid.UUID, owner: str) -> list[ob
     ]
 
 
-async def test_another_owner_changes_nothing(db: Database, conn: asyncpg.Connection) -> None:
+async def test_another_owner_changes_nothing(db: PgJobStore, conn: asyncpg.Connection) -> None:
     model_id = await insert_model(conn, uuid.uuid4())
     [job] = await db.claim(FIRST, 1, 1, 60, 8)
     assert await db.record_task_id(model_id, FIRST, "task-of-the-owner")
@@ -84,7 +84,7 @@ async def test_another_owner_changes_nothing(db: Database, conn: asyncpg.Connect
 
 
 async def test_a_replica_whose_row_was_claimed_again_changes_nothing(
-    db: Database, conn: asyncpg.Connection
+    db: PgJobStore, conn: asyncpg.Connection
 ) -> None:
     model_id = await insert_model(conn, uuid.uuid4())
     await db.claim(FIRST, 1, 1, 60, 8)
@@ -121,7 +121,7 @@ async def test_a_replica_whose_row_was_claimed_again_changes_nothing(
 
 
 async def test_a_finished_row_takes_no_late_write_even_from_its_last_owner(
-    db: Database, conn: asyncpg.Connection
+    db: PgJobStore, conn: asyncpg.Connection
 ) -> None:
     model_id = await insert_model(conn, uuid.uuid4())
     await db.claim(FIRST, 1, 1, 60, 8)
@@ -135,7 +135,7 @@ async def test_a_finished_row_takes_no_late_write_even_from_its_last_owner(
 
 
 async def test_a_lease_renewed_in_time_outlives_its_first_term(
-    db: Database, conn: asyncpg.Connection
+    db: PgJobStore, conn: asyncpg.Connection
 ) -> None:
     """Renewal moves the expiry forward by the lease, from now: a renewed row cannot be claimed."""
     model_id = await insert_model(conn, uuid.uuid4())

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from listener.adapters.postgres.db import Postgres
+from listener.adapters.postgres.pool import PgPool
 from listener.adapters.storage.s3 import Storage
 from listener.adapters.storage.watch import StorageWatch
 from listener.core.storage_state import StorageState
@@ -17,13 +17,13 @@ from listener.playground.local_s3 import LocalS3
 
 
 @pytest.fixture
-async def pg(app_db_url: str) -> AsyncIterator[Postgres]:
-    async with Postgres.connect(app_db_url) as pool:
+async def pg(app_db_url: str) -> AsyncIterator[PgPool]:
+    async with PgPool.connect(app_db_url) as pool:
         yield pool
 
 
 async def watch_once(
-    s3: LocalS3, pg: Postgres, bucket: str, status: int | None = None
+    s3: LocalS3, pg: PgPool, bucket: str, status: int | None = None
 ) -> tuple[StorageState, Metrics]:
     state, metrics = StorageState(), Metrics()
     if status is not None:
@@ -37,7 +37,7 @@ async def watch_once(
 
 
 async def test_a_working_bucket_is_usable_and_its_own_limits_are_read(
-    s3: LocalS3, pg: Postgres, app_db_url: str
+    s3: LocalS3, pg: PgPool, app_db_url: str
 ) -> None:
     conn = await asyncpg.connect(app_db_url)
     try:
@@ -63,7 +63,7 @@ async def test_a_working_bucket_is_usable_and_its_own_limits_are_read(
     ],
 )
 async def test_a_bucket_that_cannot_be_used_says_why(
-    s3: LocalS3, pg: Postgres, bucket: str, status: int | None, reason: str, says: str
+    s3: LocalS3, pg: PgPool, bucket: str, status: int | None, reason: str, says: str
 ) -> None:
     state, metrics = await watch_once(s3, pg, bucket, status)
     assert not state.usable and state.problem is not None and state.problem.startswith(says)
@@ -82,6 +82,6 @@ async def test_a_database_without_storage_tables_or_without_access_leaves_the_li
         await conn.close()
     blind = app_db_url.replace("postgres@", "bucket_blind@", 1)
     for url in (db_url, blind):
-        async with Postgres.connect(url) as pool:
+        async with PgPool.connect(url) as pool:
             state, _ = await watch_once(s3, pool, "ai-models")
         assert state.usable and state.limits.file_size_limit is None

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from listener.adapters.postgres.db import Database
+from listener.adapters.postgres.jobs import PgJobStore
 from tests.support.database import APP_SCHEMA, as_app_user, database_from, insert_model
 from tests.support.stack import Stack, running_listener, wait_for_status
 
@@ -87,7 +87,7 @@ async def test_migrate_and_claim_as_supabases_postgres_role(app_database: str) -
         await app.execute("INSERT INTO auth.users (id) VALUES ($1)", owner)
         async with as_app_user(app, owner):
             model_id = await insert_model(app, owner)
-        async with Database.connect(app_database) as db:
+        async with PgJobStore.connect(app_database) as db:
             (job,) = await db.claim("replica-a", 1, 1, 30, 8)
             assert job.model_id == model_id
             assert await db.give_up_jobs(8) == []  # the sweep's statements run as this role too

@@ -56,7 +56,7 @@ AI_AWAY_FAILURE = "The AI server was unreachable for 10 polls in a row."
 # its timeout (listener/adapters/postgres/listen.py's defaults), and a second for the soak's own probing.
 LISTEN_CHECK_S = 10.0 + 5.0 + 1.0
 # Once its link works again, how soon a replica must be ready: a connection attempt made while
-# the link was silent gives up after 10 s (listener/adapters/postgres/db.py), then LISTEN reconnects.
+# the link was silent gives up after 10 s (listener/adapters/postgres/jobs.py), then LISTEN reconnects.
 RECOVERY_S = 25.0
 # The soak's own record of what the listener did, written by triggers in the same transactions.
 AUDIT_SQL = """

@@ -1,4 +1,4 @@
-"""The whole listener against real neighbours: Postgres, the AI simulator, a local S3."""
+"""The whole listener against real neighbours: PgPool, the AI simulator, a local S3."""
 
 from __future__ import annotations
 

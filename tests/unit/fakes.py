@@ -12,14 +12,14 @@ from typing import Any
 
 from listener.core.data import (
     ClaimedJob,
+    CompletedColumns,
     ExpiredLeases,
-    FinishedModel,
+    FinishedRow,
     ImageFile,
     ModelRequest,
-    Results,
     TaskState,
 )
-from listener.core.ports import Clients, GenerationSettings, WakeUpHandler
+from listener.core.ports import GenerationSettings, RowDependencies, WakeUpHandler
 from listener.errors import DatabaseUnavailable, FileGone
 from listener.metrics import Metrics
 from listener.playground.sample_files import build_glb
@@ -115,7 +115,7 @@ class Row:
     poll_failures: int = 0
     attempts: int = 0
     error_message: str | None = None
-    results: Results | None = None
+    results: CompletedColumns | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,7 +134,7 @@ class FakeJobStore:
         self.sweeps = 0  # how many times release_expired_leases was called
         self.next_expiry_s: float | None = None  # what it says of the next lease to run out
         self.released_owners: list[str] = []
-        self.given_up: list[FinishedModel] = []  # returned by the next give_up_jobs
+        self.given_up: list[FinishedRow] = []  # returned by the next give_up_jobs
         self.forget_calls: list[tuple[int, int]] = []  # (days kept, most) of each prune
 
     def add(self, job: ClaimedJob, *, owner: str | None = None) -> ClaimedJob:
@@ -185,9 +185,9 @@ class FakeJobStore:
         row = self.rows.get(model_id)
         return row if row is not None and row.owner == owner and row.status == "pending" else None
 
-    def _finished(self, row: Row) -> FinishedModel:
+    def _finished(self, row: Row) -> FinishedRow:
         job = row.job
-        return FinishedModel(job.model_id, job.user_id, job.model_name, row.status, row.error_message)
+        return FinishedRow(job.model_id, job.user_id, job.model_name, row.status, row.error_message)
 
     # JobStore
 
@@ -214,7 +214,9 @@ class FakeJobStore:
         row.progress = progress
         return True
 
-    async def complete(self, model_id: uuid.UUID, owner: str, results: Results) -> FinishedModel | None:
+    async def complete(
+        self, model_id: uuid.UUID, owner: str, results: CompletedColumns
+    ) -> FinishedRow | None:
         row = self._write("complete", model_id, owner, results)
         if row is None:
             return None
@@ -223,7 +225,7 @@ class FakeJobStore:
 
     async def fail(
         self, model_id: uuid.UUID, owner: str, reason: str, metadata: dict[str, Any]
-    ) -> FinishedModel | None:
+    ) -> FinishedRow | None:
         row = self._write("fail", model_id, owner, reason)
         if row is None:
             return None
@@ -282,7 +284,7 @@ class FakeJobStore:
         # A lease the fake lets run out (`expire`) is handed back at once.
         return ExpiredLeases(0, self.next_expiry_s)
 
-    async def give_up_jobs(self, max_claims: int) -> list[FinishedModel]:
+    async def give_up_jobs(self, max_claims: int) -> list[FinishedRow]:
         self.give_up_after.append(max_claims)
         given_up, self.given_up = self.given_up, []
         return given_up
@@ -416,9 +418,9 @@ def clients(
     ai: FakeModelServer | None = None,
     storage: FakeObjectStore | None = None,
     fetch_url: FakeUrlFetcher | None = None,
-) -> Clients:
-    """Clients made of fakes (new ones for those not given) and real metrics."""
-    return Clients(
+) -> RowDependencies:
+    """RowDependencies made of fakes (new ones for those not given) and real metrics."""
+    return RowDependencies(
         db=db or FakeJobStore(),
         ai=ai or FakeModelServer(),
         storage=storage or FakeObjectStore(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from listener.adapters.postgres.db import ConnectionBudget
+from listener.adapters.postgres.pool import ConnectionBudget
 
 
 async def _settle() -> None:

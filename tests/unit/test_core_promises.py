@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.core.data import FinishedModel, JobOutcome, Results, TaskState
+from listener.core.data import CompletedColumns, FinishedRow, JobOutcome, TaskState
 from listener.core.generation import run_job
 from listener.core.progress import ProgressReporter
 from listener.core.results import human_duration
@@ -226,7 +226,7 @@ async def test_a_row_claimed_again_counts_no_new_claim_latency() -> None:
 
 async def test_a_failure_without_a_kind_is_counted_as_other() -> None:
     async def fail_without_kind(job: object) -> JobOutcome:
-        finished = FinishedModel(uuid.uuid4(), uuid.uuid4(), "Vase", "failed", "no kind")
+        finished = FinishedRow(uuid.uuid4(), uuid.uuid4(), "Vase", "failed", "no kind")
         return JobOutcome("failed", finished, None)
 
     async with supervising() as h:
@@ -392,7 +392,7 @@ async def test_a_completed_row_gets_every_column_of_its_results(tmp_path: Path) 
         f"{user}/thumbnails/{model}.png",
     )
     [results] = row.store.writes_of("complete")
-    assert results == Results(
+    assert results == CompletedColumns(
         storage_path=glb,
         download_url=public(glb),
         file_size=len(fakes.GLB),

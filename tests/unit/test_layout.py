@@ -70,7 +70,7 @@ def test_notify_reaches_no_sdk() -> None:
 def test_the_import_rules_catch_a_module_that_breaks_them() -> None:
     """The walk above sees through modules: the service, which wires adapters, reaches SDKs."""
     reached = reachable("listener.app.service")
-    assert "asyncpg" in reached and "listener.adapters.postgres.db" in reached
+    assert "asyncpg" in reached and "listener.adapters.postgres.jobs" in reached
     assert folder_of("listener.adapters.storage.s3") == "adapters" and folder_of("listener.errors") == HELPERS
 
 

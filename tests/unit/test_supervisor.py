@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from listener.core.data import ClaimedJob, FinishedModel, JobOutcome, Results
+from listener.core.data import ClaimedJob, CompletedColumns, FinishedRow, JobOutcome
 from listener.core.supervisor import (
     REQUESTS_KEPT_DAYS,
     REQUESTS_PRUNED_PER_SWEEP,
@@ -24,7 +24,9 @@ from listener.metrics import Metrics
 from tests.unit.fakes import OWNER, FakeJobStore, FakeWakeUps, claimed_job
 
 SAFETY_S = 2.0
-RESULTS = Results("u/generated-models/m.glb", "https://example/m.glb", 2048, None, None, None, None, {})
+RESULTS = CompletedColumns(
+    "u/generated-models/m.glb", "https://example/m.glb", 2048, None, None, None, None, {}
+)
 
 
 async def eventually(predicate: Callable[[], bool], what: str) -> None:
@@ -89,7 +91,7 @@ class Harness:
     source: FakeWakeUps
     runner: FakeRunner
     metrics: Metrics
-    notified: list[FinishedModel] = field(default_factory=list)
+    notified: list[FinishedRow] = field(default_factory=list)
     stopped: bool = False
 
     def add(self, count: int = 1, **overrides: Any) -> list[ClaimedJob]:
@@ -127,7 +129,7 @@ async def supervising(
     )
     harness = Harness(supervisor, store, source, runner, metrics)
 
-    async def push(finished: FinishedModel) -> None:
+    async def push(finished: FinishedRow) -> None:
         await asyncio.sleep(push_s)
         harness.notified.append(finished)
 
@@ -385,7 +387,7 @@ async def test_a_row_that_did_not_finish_is_not_notified_and_frees_its_slot(
 
 async def test_rows_given_up_by_the_sweep_are_handed_to_notify() -> None:
     async with supervising(sweep_interval_s=0.01) as h:
-        given_up = FinishedModel(uuid.uuid4(), uuid.uuid4(), "Vase", "failed", "The listener gave up.")
+        given_up = FinishedRow(uuid.uuid4(), uuid.uuid4(), "Vase", "failed", "The listener gave up.")
         h.store.given_up = [given_up]
         await eventually(lambda: bool(h.notified), "the owner told")
         await settle()

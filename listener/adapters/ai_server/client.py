@@ -10,7 +10,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 
-from listener.adapters.downloads import LeastRate, download
+from listener.adapters.downloads import MinimumRate, download
 from listener.core.data import ImageFile, ModelRequest, TaskState
 from listener.errors import AIServerUnreachable, PermanentError, TransientError, UnknownTask
 from listener.redact import capped, for_users
@@ -75,7 +75,7 @@ class AIClient:
         session: aiohttp.ClientSession,
         submit_session: aiohttp.ClientSession | None = None,
         result_origins: frozenset[str] = frozenset(),
-        least_rate: LeastRate | None = None,
+        least_rate: MinimumRate | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 
 import asyncpg
 
-from listener.adapters.postgres.db import connect_kwargs
+from listener.adapters.postgres.pool import connect_kwargs
 from listener.adapters.postgres.queries import query
 from listener.core.ports import WakeUpHandler
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from listener.adapters.postgres.db import Postgres
+from listener.adapters.postgres.pool import PgPool
 from listener.notify.ledger import AppSchema, ClaimedPush, TokenShape
 from listener.notify.texts import Rendered
 
@@ -35,7 +35,7 @@ def _claimed(row: asyncpg.Record) -> ClaimedPush:
 class PushStore:
     """The push's statements, run through the listener's Postgres pool (a notify.ledger.PushLedger)."""
 
-    def __init__(self, pg: Postgres) -> None:
+    def __init__(self, pg: PgPool) -> None:
         self.pg = pg
 
     async def schema(self) -> AppSchema:

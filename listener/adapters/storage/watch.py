@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from listener.adapters.postgres.db import Postgres
+from listener.adapters.postgres.pool import PgPool
 from listener.adapters.storage.s3 import Storage
 from listener.core.storage_state import BucketLimits, StorageState
 from listener.errors import DatabaseUnavailable
@@ -24,7 +24,7 @@ class StorageWatch:
     def __init__(
         self,
         storage: Storage,
-        pg: Postgres,
+        pg: PgPool,
         bucket: str,
         state: StorageState,
         metrics: Metrics,

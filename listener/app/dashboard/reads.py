@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from listener.adapters.postgres.db import Postgres
+from listener.adapters.postgres.pool import PgPool
 from listener.adapters.postgres.queries import blocks
 from listener.errors import DatabaseUnavailable
 
@@ -164,7 +164,7 @@ FILE_COLUMNS = {"glb": "download_url", "stl": "stl_download_url", "thumbnail": "
 class DashboardReads:
     """The dashboard's reads on the listener's pool: a few connections at most, each read timed."""
 
-    def __init__(self, pg_of: Callable[[], Postgres | None], *, owner: str, lease_s: float) -> None:
+    def __init__(self, pg_of: Callable[[], PgPool | None], *, owner: str, lease_s: float) -> None:
         self._pg_of = pg_of
         self.owner = owner
         self.lease_s = lease_s

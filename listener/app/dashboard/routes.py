@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from listener.adapters.postgres.db import Postgres
+from listener.adapters.postgres.pool import PgPool
 from listener.app.dashboard.auth import (
     PAGE_POLICY,
     SAFE_HEADERS,
@@ -233,7 +233,7 @@ def _model_id(request: web.Request) -> uuid.UUID | None:
 
 def dashboard_routes(
     token: str | None,
-    pg_of: Callable[[], Postgres | None],
+    pg_of: Callable[[], PgPool | None],
     *,
     owner: str,
     lease_s: float,
