@@ -40,9 +40,28 @@ so nothing above them sees an asyncpg, aiohttp, botocore or firebase error.
 
 from __future__ import annotations
 
-# The kind of a PermanentError that says Storage is set up wrongly (keys, bucket, region)
-# rather than that the file is wrong: a row that meets it waits for Storage to be fixed.
-STORAGE_SETUP = "storage_setup"
+import enum
+
+
+class FailureKind(enum.StrEnum):
+    """Why a row failed, in a word (the `reason` label of `listener_rows_failed_total`): the
+    step it failed in, or a cause that cuts across steps."""
+
+    VALIDATE = "validate"
+    SUBMIT = "submit"
+    POLL = "poll"
+    FETCH = "fetch"
+    UPLOAD = "upload"
+    UPSTREAM = "upstream"  # the AI server failed or cancelled the generation
+    TIMEOUT = "timeout"
+    # Storage is set up wrongly (keys, bucket, region) rather than the file being wrong: a
+    # row that meets it waits for Storage to be fixed.
+    STORAGE_SETUP = "storage_setup"
+    GIVEN_UP = "given_up"  # claimed too often without finishing: its replicas died each time
+    INTERNAL = "internal"  # a bug
+
+
+STORAGE_SETUP = FailureKind.STORAGE_SETUP
 
 
 class ListenerError(Exception):
@@ -108,7 +127,7 @@ class AddressNotPublic(ListenerError, OSError):
 class PermanentError(ListenerError):
     """A failure that ends the row as `failed`; the message is the reason a person reads."""
 
-    def __init__(self, message: str, *, kind: str | None = None) -> None:
+    def __init__(self, message: str, *, kind: FailureKind | None = None) -> None:
         super().__init__(message)
         # A short class of the reason for metrics (timeout, upstream, ...); None: the failing step's name.
         self.kind = kind

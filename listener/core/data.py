@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from listener.errors import FailureKind
 
 TERMINAL_TASK_STATUSES = frozenset({"SUCCEEDED", "FAILED", "CANCELED"})
 
@@ -103,10 +106,19 @@ class ExpiredLeases:
     next_expiry_s: float | None
 
 
+class Ending(enum.StrEnum):
+    """How a row's coroutine ended."""
+
+    COMPLETED = "completed"
+    FAILED = "failed"
+    LOST = "lost"  # no longer this replica's: cancelled, deleted or taken over
+    RELEASED = "released"  # handed back to be claimed again (the database or the AI server away)
+
+
 @dataclass(frozen=True)
 class JobOutcome:
-    """How a row's coroutine ended: completed, failed, lost or released; why, if it failed."""
+    """How a row's coroutine ended, the row if it reached a terminal status, and why it failed."""
 
-    outcome: str
+    outcome: Ending
     finished: FinishedRow | None = None
-    failure_kind: str | None = None
+    failure_kind: FailureKind | None = None

@@ -12,7 +12,15 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
-from listener.core.data import ClaimedJob, CompletedColumns, FinishedRow, ImageFile, JobOutcome, TaskState
+from listener.core.data import (
+    ClaimedJob,
+    CompletedColumns,
+    Ending,
+    FinishedRow,
+    ImageFile,
+    JobOutcome,
+    TaskState,
+)
 from listener.core.ports import GenerationSettings, JobStore, RowDependencies
 from listener.core.progress import FETCHED, UPLOADED, ProgressReporter, from_ai_progress
 from listener.core.results import ResultFiles
@@ -20,6 +28,7 @@ from listener.core.validation import SourceImage, ValidRequest, validate
 from listener.errors import (
     AIServerUnreachable,
     DatabaseUnavailable,
+    FailureKind,
     FileGone,
     LeaseLost,
     PermanentError,
@@ -52,7 +61,7 @@ async def run_job(job: ClaimedJob, clients: RowDependencies, settings: Generatio
     except LeaseLost:
         log.info("job_lost")
         await generation.discard_if_abandoned()
-        return JobOutcome("lost")
+        return JobOutcome(Ending.LOST)
     except asyncio.CancelledError:
         # Stopped from outside: cancelled by its owner, its lease lost, or the replica stopping.
         await _seen_through(generation.discard_if_abandoned())
@@ -60,25 +69,25 @@ async def run_job(job: ClaimedJob, clients: RowDependencies, settings: Generatio
     except DatabaseUnavailable:
         log.warning("job_released_database_unavailable")
         await _release_quietly(clients.db, job.model_id, settings.owner)
-        return JobOutcome("released")
+        return JobOutcome(Ending.RELEASED)
     except AIServerUnreachable as exc:
         log.warning("job_released_ai_server_unreachable", extra={"error": str(exc)})
         await _release_quietly(clients.db, job.model_id, settings.owner)
-        return JobOutcome("released")
+        return JobOutcome(Ending.RELEASED)
     except PermanentError as exc:
         generation.failure_kind = exc.kind or generation.step
         finished = await generation.fail(str(exc))
     except Exception:
         log.exception("job_crashed")
-        generation.failure_kind = "internal"
+        generation.failure_kind = FailureKind.INTERNAL
         finished = await generation.fail("The listener hit an unexpected error and stopped this generation.")
     finally:
         shutil.rmtree(spool, ignore_errors=True)
         generation.results.release()
         current_model_id.reset(token)
     if finished is None:
-        return JobOutcome("lost")
-    return JobOutcome(finished.status, finished, generation.failure_kind)
+        return JobOutcome(Ending.LOST)
+    return JobOutcome(Ending(finished.status), finished, generation.failure_kind)
 
 
 async def _seen_through(work: Coroutine[Any, Any, None]) -> None:
@@ -107,8 +116,8 @@ class Generation:
         self.task_id = job.ai_task_id
         self.poll_failures = job.poll_failures
         # The step under way, named in metrics when it fails: validate, submit, poll, fetch, upload.
-        self.step = "validate"
-        self.failure_kind: str | None = None
+        self.step = FailureKind.VALIDATE
+        self.failure_kind: FailureKind | None = None
         self.started = time.monotonic()
         self.progress = ProgressReporter(
             self._write_progress, start=job.progress, interval_s=settings.progress_interval_s
@@ -144,23 +153,24 @@ class Generation:
             source_hosts=self.settings.source_hosts,
         )
         if self.task_id is None:
-            self.step = "submit"
+            self.step = FailureKind.SUBMIT
             await self._submit(request)
             await asyncio.sleep(self.settings.poll_interval_s)  # the task has only just started
         else:
             log.info("job_resumed", extra={"ai_task_id": self.task_id, "attempt": self.job.attempts})
-        self.step = "poll"
+        self.step = FailureKind.POLL
         state = await self._poll_until_finished()
         if state.status == "FAILED":
             raise PermanentError(
-                state.failure_reason or "The AI server reported that the generation failed.", kind="upstream"
+                state.failure_reason or "The AI server reported that the generation failed.",
+                kind=FailureKind.UPSTREAM,
             )
         if state.status == "CANCELED":
-            raise PermanentError("The AI server cancelled the generation.", kind="upstream")
-        self.step = "fetch"
+            raise PermanentError("The AI server cancelled the generation.", kind=FailureKind.UPSTREAM)
+        self.step = FailureKind.FETCH
         fetched = await self.results.fetch_all(state)
         await self.progress.report(FETCHED, force=True)
-        self.step = "upload"
+        self.step = FailureKind.UPLOAD
         results = await self.results.upload_all(fetched, self.task_id)
         await self.progress.report(UPLOADED, force=True)
         return results
@@ -375,7 +385,8 @@ class Generation:
 
     def _timed_out(self) -> PermanentError:
         return PermanentError(
-            f"Generation timed out after {_duration(self.settings.generation_timeout_s)}.", kind="timeout"
+            f"Generation timed out after {_duration(self.settings.generation_timeout_s)}.",
+            kind=FailureKind.TIMEOUT,
         )
 
     def _elapsed(self) -> float:

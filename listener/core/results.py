@@ -17,6 +17,7 @@ from listener.core.images import image_type
 from listener.core.ports import GenerationSettings, RowDependencies
 from listener.errors import (
     STORAGE_SETUP,
+    FailureKind,
     FileGone,
     ListenerError,
     PermanentError,
@@ -200,7 +201,7 @@ class ResultFiles:
         if limits.refuses_type(GLB_TYPE):
             raise PermanentError(
                 f"The bucket {bucket} does not accept GLB models ({GLB_TYPE} is not an allowed type).",
-                kind="upload",
+                kind=FailureKind.UPLOAD,
             )
         size = state.result.get("glb_file_size")
         if (
@@ -211,7 +212,7 @@ class ResultFiles:
             raise PermanentError(
                 f"The model is {human_size(int(size))}, more than the {human_size(limits.file_size_limit)} "
                 f"the bucket {bucket} accepts.",
-                kind="upload",
+                kind=FailureKind.UPLOAD,
             )
 
     async def _wait_for_storage(self) -> None:
@@ -228,7 +229,7 @@ class ResultFiles:
                 raise PermanentError(
                     f"Storage could not be used for {human_duration(self.settings.storage_hold_s)} "
                     f"({state.problem}); the model was not kept.",
-                    kind="upload",
+                    kind=FailureKind.UPLOAD,
                 ) from None
         log.info("upload_released")
 

@@ -11,10 +11,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from listener.core.data import ClaimedJob, FinishedRow, JobOutcome
+from listener.core.data import ClaimedJob, Ending, FinishedRow, JobOutcome
 from listener.core.ports import LeaseStore, WakeUpSource
 from listener.core.reachability import Reachability
-from listener.errors import TransientError
+from listener.errors import FailureKind, TransientError
 from listener.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -229,9 +229,9 @@ class Supervisor:
             log.error("job_crashed", extra={"model_id": str(model_id)}, exc_info=task.exception())
         else:
             result = task.result()
-            if result.outcome == "completed":
+            if result.outcome is Ending.COMPLETED:
                 self.metrics.rows_completed.inc()
-            elif result.outcome == "failed":
+            elif result.outcome is Ending.FAILED:
                 self.metrics.rows_failed.labels(result.failure_kind or "other").inc()
             if result.finished is not None:
                 self.metrics.end_to_end.observe(queued_s + time.monotonic() - claimed_at)
@@ -258,7 +258,7 @@ class Supervisor:
             try:
                 for finished in await self.leases.give_up_jobs(MAX_CLAIMS):
                     log.warning("job_given_up", extra={"model_id": str(finished.model_id)})
-                    self.metrics.rows_failed.labels("given_up").inc()
+                    self.metrics.rows_failed.labels(FailureKind.GIVEN_UP).inc()
                     self._tell_owner(finished)
                     found += 1
                 expired = await self.leases.release_expired_leases()

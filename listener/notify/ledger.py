@@ -11,6 +11,19 @@ from typing import Any, Protocol
 from listener.notify.texts import Rendered
 
 
+class PushResult(enum.StrEnum):
+    """What became of a row's push, as `listener.jobs.push_result` records it."""
+
+    SENT = "sent"  # at least one device took it
+    OFF = "off"  # pushes are off in this deployment (no FCM credentials)
+    DISABLED = "disabled"  # the owner turned pushes off in their settings
+    NO_TOKENS = "no_tokens"  # the owner has no live device
+    CONFIG_ERROR = "config_error"  # FCM refused the project's setup: no retry fixes it
+    DEAD_TOKENS = "dead_tokens"  # every device token was dead
+    GAVE_UP = "gave_up"  # FCM kept failing for the most attempts
+    RETRY = "retry"  # not recorded: the push is handed back to a later sweep
+
+
 class TokenShape(enum.Enum):
     """The shape of public.user_device_tokens in this database."""
 
@@ -64,7 +77,7 @@ class PushLedger(Protocol):
     ) -> bool:
         """Inserts the notification row and sets its marker together; False if not ours to write."""
 
-    async def finish(self, model_id: uuid.UUID, claim_id: str, result: str) -> bool:
+    async def finish(self, model_id: uuid.UUID, claim_id: str, result: PushResult) -> bool:
         """Ends the push step with `result`; False if the claim was no longer ours."""
 
     async def extend(self, model_id: uuid.UUID, claim_id: str, lease_s: float) -> bool:

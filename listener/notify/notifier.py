@@ -24,7 +24,7 @@ from listener.core.data import FinishedRow
 from listener.errors import DatabaseUnavailable, LeaseLost, PushUndelivered, TransientError
 from listener.logs import current_model_id
 from listener.metrics import Metrics
-from listener.notify.ledger import AppSchema, ClaimedPush, PushLedger, TokenShape
+from listener.notify.ledger import AppSchema, ClaimedPush, PushLedger, PushResult, TokenShape
 from listener.notify.messages import PushMessage, PushSender, SendOutcome, SendResult
 from listener.notify.texts import NotificationTexts, Rendered
 from listener.retry import RetryPolicy
@@ -229,34 +229,34 @@ class PushNotifier:
         except LeaseLost:
             log.warning("push_claim_lost", extra={"step": "send"})
             return
-        if result == "retry" and push.attempts >= self.max_attempts:
-            result = "gave_up"
-        if result == "retry":
+        if result is PushResult.RETRY and push.attempts >= self.max_attempts:
+            result = PushResult.GAVE_UP
+        if result is PushResult.RETRY:
             await self._db(lambda: self.store.release(push.model_id, claim_id))
             log.warning("push_deferred", extra={"attempt": push.attempts})
             return
         if not await self._db_until_back(lambda: self.store.finish(push.model_id, claim_id, result)):
             log.warning("push_claim_lost", extra={"step": "finish"})
             return
-        log.info("push_done", extra={"result": result, "attempt": push.attempts})
+        log.info("push_done", extra={"result": result.value, "attempt": push.attempts})
 
-    async def _push(self, push: ClaimedPush, words: Rendered, claim_id: str) -> str:
+    async def _push(self, push: ClaimedPush, words: Rendered, claim_id: str) -> PushResult:
         """Sends to every live token; returns the push_result to record (or `retry`)."""
         schema = self.schema
         assert schema is not None
         if self.sender is None:
-            return "off"
+            return PushResult.OFF
         if schema.has_settings:
             settings = await self._db(lambda: self.store.settings(push.user_id))
             if settings is not None and (
                 settings.get("push_notifications") is False or settings.get("ai_complete_enabled") is False
             ):
-                return "disabled"
+                return PushResult.DISABLED
         if schema.tokens is TokenShape.MISSING:
-            return "no_tokens"
+            return PushResult.NO_TOKENS
         tokens = await self._db(lambda: self.store.tokens(schema.tokens, push.user_id))
         if not tokens:
-            return "no_tokens"
+            return PushResult.NO_TOKENS
         data = {"type": words.type, "related_id": str(push.model_id), "related_type": RELATED_TYPE}
         messages = [
             PushMessage(
@@ -293,12 +293,12 @@ class PushNotifier:
             self.metrics.pushes_sent.inc(delivered)
             self.metrics.pushes_failed.inc(len(results) - delivered)
         if by_outcome[SendOutcome.DELIVERED]:
-            return "sent"
+            return PushResult.SENT
         if by_outcome[SendOutcome.RETRYABLE]:
-            return "retry"
+            return PushResult.RETRY
         if by_outcome[SendOutcome.CONFIG_ERROR]:
-            return "config_error"
-        return "dead_tokens"
+            return PushResult.CONFIG_ERROR
+        return PushResult.DEAD_TOKENS
 
     async def _send(
         self, sender: PushSender, messages: list[PushMessage], keep_claim: Callable[[], Awaitable[bool]]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from listener.core.data import CompletedColumns, FinishedRow, JobOutcome, TaskState
+from listener.core.data import CompletedColumns, Ending, FinishedRow, JobOutcome, TaskState
 from listener.core.generation import run_job
 from listener.core.progress import ProgressReporter
 from listener.core.results import human_duration
@@ -156,13 +156,15 @@ async def test_a_row_that_stops_without_an_end_says_why_in_the_log(
     caplog.set_level(logging.INFO, logger="listener")
     store = fakes.FakeJobStore()
     job = store.add(claimed_job(), owner=fakes.OTHER_OWNER)
-    assert (await run(tmp_path, store, fakes.FakeModelServer(), job))[0] == JobOutcome("lost")
+    assert (await run(tmp_path, store, fakes.FakeModelServer(), job))[0] == JobOutcome(Ending.LOST)
     assert events(caplog) == ["job_lost"]
 
     caplog.clear()
     store = fakes.FakeJobStore()
     store.unavailable = {"complete"}
-    assert (await run(tmp_path, store, fakes.FakeModelServer(), claimed_job()))[0] == JobOutcome("released")
+    assert (await run(tmp_path, store, fakes.FakeModelServer(), claimed_job()))[0] == JobOutcome(
+        Ending.RELEASED
+    )
     assert "job_released_database_unavailable" in events(caplog)
 
     caplog.clear()
@@ -227,7 +229,7 @@ async def test_a_row_claimed_again_counts_no_new_claim_latency() -> None:
 async def test_a_failure_without_a_kind_is_counted_as_other() -> None:
     async def fail_without_kind(job: object) -> JobOutcome:
         finished = FinishedRow(uuid.uuid4(), uuid.uuid4(), "Vase", "failed", "no kind")
-        return JobOutcome("failed", finished, None)
+        return JobOutcome(Ending.FAILED, finished, None)
 
     async with supervising() as h:
         h.supervisor.run_job = fail_without_kind  # a runner of another shape: a port, not the core

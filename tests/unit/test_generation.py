@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from listener.core.data import ClaimedJob, ImageFile, JobOutcome, ModelRequest, TaskState
+from listener.core.data import ClaimedJob, Ending, ImageFile, JobOutcome, ModelRequest, TaskState
 from listener.core.generation import run_job
 from listener.core.progress import ProgressReporter
 from listener.errors import AIServerUnreachable, TransientError, UnknownTask
@@ -141,7 +141,7 @@ async def test_a_submission_refused_for_now_hands_the_row_back_and_pauses_claims
     outcome = await asyncio.wait_for(
         run_job(world.job, clients, fakes.generation_settings(world.tmp_path)), SAFETY_S
     )
-    assert outcome == JobOutcome("released")
+    assert outcome == JobOutcome(Ending.RELEASED)
     assert world.ai.submit_count == 3  # the retry policy's attempts, then it gave the row back
     assert world.row.status == "pending" and world.row.error_message is None
     assert world.store.writes_of("release_lease") == [OWNER]
@@ -155,7 +155,7 @@ async def test_an_unreachable_ai_server_is_not_asked_again_and_again(world: Worl
     outcome = await asyncio.wait_for(
         run_job(world.job, clients, fakes.generation_settings(world.tmp_path)), SAFETY_S
     )
-    assert outcome == JobOutcome("released")
+    assert outcome == JobOutcome(Ending.RELEASED)
     assert world.ai.submit_count == 1
     assert not clients.ai_state.usable
 
@@ -281,20 +281,20 @@ async def test_a_resumed_row_submitted_longer_ago_than_the_timeout_fails_as_time
 async def test_a_lost_lease_stops_the_row_without_writing(world: World, write: str, polls: int) -> None:
     world.store.add(world.resumed() if polls else world.job, owner=fakes.OTHER_OWNER)  # taken over
     world.ai.polls = [TransientError("HTTP 502")]
-    assert await world.run() == JobOutcome("lost")
+    assert await world.run() == JobOutcome(Ending.LOST)
     assert world.store.writes_of("complete") == world.store.writes_of("fail") == []
     assert len(world.store.writes_of(write)) == 1 and len(world.ai.polled) == polls
 
 
 async def test_a_row_no_longer_ours_at_completion_ends_as_lost(world: World) -> None:
     world.store.add(world.resumed(), owner=fakes.OTHER_OWNER)
-    assert await world.run() == JobOutcome("lost")
+    assert await world.run() == JobOutcome(Ending.LOST)
     assert world.row.status == "pending"
 
 
 async def test_an_unreachable_database_hands_the_job_back(world: World) -> None:
     world.store.unavailable = {"complete"}
-    assert await world.run() == JobOutcome("released")
+    assert await world.run() == JobOutcome(Ending.RELEASED)
     assert world.store.writes_of("release_lease") == [OWNER]
     assert world.row.owner is None and world.row.status == "pending"
 
@@ -317,7 +317,7 @@ async def test_a_database_away_while_polls_fail_hands_the_job_back_instead_of_fa
     """A failed poll that cannot be recorded is the database's trouble, not the AI server's."""
     world.store.unavailable = {"record_poll_failures"}
     world.ai.polls = [TransientError("HTTP 502")]
-    assert await world.run() == JobOutcome("released")
+    assert await world.run() == JobOutcome(Ending.RELEASED)
     assert len(world.ai.polled) == 1  # not polled again and again while the database is away
     assert world.store.writes_of("release_lease") == [OWNER]
     assert world.row.status == "pending" and world.row.error_message is None

@@ -163,7 +163,9 @@ def test_every_exception_of_the_listener_lives_in_errors_py() -> None:
     assert stray == []
     errors = importlib.import_module("listener.errors")
     ours = [
-        cls for _, cls in inspect.getmembers(errors, inspect.isclass) if cls.__module__ == "listener.errors"
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if cls.__module__ == "listener.errors" and issubclass(cls, BaseException)
     ]
     assert all(issubclass(cls, ListenerError) for cls in ours)
     assert [cls.__name__ for cls in ours if cls.__name__ not in documented] == []

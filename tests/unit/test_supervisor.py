@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from listener.core.data import ClaimedJob, CompletedColumns, FinishedRow, JobOutcome
+from listener.core.data import ClaimedJob, CompletedColumns, Ending, FinishedRow, JobOutcome
 from listener.core.supervisor import (
     REQUESTS_KEPT_DAYS,
     REQUESTS_PRUNED_PER_SWEEP,
     Supervisor,
     SupervisorSettings,
 )
-from listener.errors import TransientError
+from listener.errors import FailureKind, TransientError
 from listener.metrics import Metrics
 from tests.unit.fakes import OWNER, FakeJobStore, FakeWakeUps, claimed_job
 
@@ -75,11 +75,11 @@ class FakeRunner:
         if isinstance(outcome, BaseException):
             raise outcome
         if outcome == "completed":
-            return JobOutcome(outcome, await self.store.complete(job.model_id, OWNER, RESULTS))
+            return JobOutcome(Ending(outcome), await self.store.complete(job.model_id, OWNER, RESULTS))
         if outcome == "failed":
             finished = await self.store.fail(job.model_id, OWNER, "The prompt is empty.", {})
-            return JobOutcome(outcome, finished, "validate")
-        return JobOutcome(outcome)
+            return JobOutcome(Ending(outcome), finished, FailureKind.VALIDATE)
+        return JobOutcome(Ending(outcome))
 
 
 @dataclass

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from listener.core.data import JobOutcome
+from listener.core.data import Ending, JobOutcome
 from listener.core.generation import run_job
 from listener.errors import PermanentError
 from tests.unit import fakes
@@ -50,7 +50,7 @@ async def test_a_row_its_owner_cancelled_after_the_uploads_keeps_none_of_them(tm
     store, storage = fakes.FakeJobStore(), ObjectStoreWithHook()
     job_task = _run(tmp_path, store, storage)
     storage.after_upload = lambda path: store.cancel(next(iter(store.rows)))
-    assert await asyncio.wait_for(job_task, SAFETY_S) == JobOutcome("lost")
+    assert await asyncio.wait_for(job_task, SAFETY_S) == JobOutcome(Ending.LOST)
     assert storage.deleted and storage.uploads == {}
 
 
@@ -90,5 +90,5 @@ async def test_a_row_taken_over_after_its_uploads_keeps_them_for_the_replica_tha
     store, storage = fakes.FakeJobStore(), ObjectStoreWithHook()
     job_task = _run(tmp_path, store, storage)
     storage.after_upload = lambda path: store.lose(next(iter(store.rows)))
-    assert await asyncio.wait_for(job_task, SAFETY_S) == JobOutcome("lost")
+    assert await asyncio.wait_for(job_task, SAFETY_S) == JobOutcome(Ending.LOST)
     assert storage.deleted == [] and storage.uploads

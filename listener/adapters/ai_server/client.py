@@ -12,7 +12,7 @@ import aiohttp
 
 from listener.adapters.downloads import MinimumRate, download
 from listener.core.data import ImageFile, ModelRequest, TaskState
-from listener.errors import AIServerUnreachable, PermanentError, TransientError, UnknownTask
+from listener.errors import AIServerUnreachable, FailureKind, PermanentError, TransientError, UnknownTask
 from listener.redact import capped, for_users
 from listener.sizes import MIB
 from listener.urls import origin_of
@@ -112,11 +112,13 @@ class AIClient:
             # The connection was never made, so the request never reached the server: safe to send again.
             raise AIServerUnreachable(f"the AI server could not be reached: {type(exc).__name__}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PermanentError(_MAYBE_SUBMITTED, kind="submit") from exc
+            raise PermanentError(_MAYBE_SUBMITTED, kind=FailureKind.SUBMIT) from exc
         data = envelope.get("data") or {}
         task_id = data.get("task_id") or envelope.get("task_id")
         if not task_id:
-            raise PermanentError("The AI server accepted the request but gave no task id.", kind="submit")
+            raise PermanentError(
+                "The AI server accepted the request but gave no task id.", kind=FailureKind.SUBMIT
+            )
         return str(task_id)
 
     async def poll(self, task_id: str) -> TaskState:
@@ -181,7 +183,7 @@ def _kept(value: object, types: tuple[type, ...]) -> bool:
 async def _submit_envelope(response: aiohttp.ClientResponse) -> dict[str, Any]:
     """The answer to a submission: retryable only where the server surely did not start one."""
     if response.status >= 500 and response.status not in _SUBMIT_RETRYABLE:
-        raise PermanentError(_MAYBE_SUBMITTED, kind="submit")
+        raise PermanentError(_MAYBE_SUBMITTED, kind=FailureKind.SUBMIT)
     return await _envelope(response, "submitting the request")
 
 
@@ -206,7 +208,7 @@ async def _envelope(response: aiohttp.ClientResponse, doing: str) -> dict[str, A
                 "detail": capped(str(envelope.get("error"))),
             },
         )
-        raise PermanentError(_REFUSED[doing], kind="upstream")
+        raise PermanentError(_REFUSED[doing], kind=FailureKind.UPSTREAM)
     return envelope
 
 
@@ -215,7 +217,7 @@ async def _read_capped(response: aiohttp.ClientResponse, doing: str) -> bytes:
     too_large = PermanentError(
         f"The AI server answered with more than {MAX_ANSWER_BYTES // MIB} MiB while {doing}, "
         "more than the listener reads.",
-        kind="upstream",
+        kind=FailureKind.UPSTREAM,
     )
     if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
         raise too_large

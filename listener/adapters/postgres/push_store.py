@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from listener.adapters.postgres.pool import PgPool
-from listener.notify.ledger import AppSchema, ClaimedPush, TokenShape
+from listener.notify.ledger import AppSchema, ClaimedPush, PushResult, TokenShape
 from listener.notify.texts import Rendered
 
 _TOKENS = {
@@ -85,9 +85,9 @@ class PushStore:
         )
         return row is not None
 
-    async def finish(self, model_id: uuid.UUID, claim_id: str, result: str) -> bool:
+    async def finish(self, model_id: uuid.UUID, claim_id: str, result: PushResult) -> bool:
         """Ends the push step with `result`; False if the claim was no longer ours."""
-        return await self.pg.fetchrow("push_done", model_id, claim_id, result) is not None
+        return await self.pg.fetchrow("push_done", model_id, claim_id, result.value) is not None
 
     async def extend(self, model_id: uuid.UUID, claim_id: str, lease_s: float) -> bool:
         """Extends the claim of an attempt under way by `lease_s`; False if it is no longer ours."""
