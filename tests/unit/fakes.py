@@ -253,7 +253,8 @@ class FakeJobStore:
             raise self.claim_errors.pop(0)
         if "claim" in self.unavailable:
             raise DatabaseUnavailable("claim: the database is unreachable")
-        held = Counter(row.job.user_id for row in self.rows.values() if self._ours(row.job.model_id, owner))
+        # As the SQL claim: a user's rows in flight count wherever they run, on any replica.
+        held = Counter(row.job.user_id for row in self.rows.values() if row.owner and row.status == "pending")
         claimed: list[ClaimedJob] = []
         for row in self.rows.values():
             free = row.owner is None and row.status == "pending" and row.attempts < max_claims
