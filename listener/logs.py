@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 
 from listener.redact import scrub
@@ -35,6 +36,44 @@ def quiet_noisy_loggers() -> None:
     """Shows only the warnings of the libraries in NOISY_LOGGERS."""
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+# asyncio's words when accept() finds no descriptor left. It says so again every second it retries,
+# and once per listening socket: a port under a connection flood would fill the log.
+OUT_OF_RESOURCES = "socket.accept() out of system resource"
+OUT_OF_RESOURCES_EVERY_S = 60.0
+
+
+class AcceptErrorThrottle(logging.Filter):
+    """Lets asyncio's accept-out-of-resources error through once a minute, `suppressed` counting the rest."""
+
+    def __init__(
+        self, every_s: float = OUT_OF_RESOURCES_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.clock = clock
+        self.suppressed = 0
+        self._last: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for the accept error while it was let through less than `every_s` ago."""
+        if not record.getMessage().startswith(OUT_OF_RESOURCES):
+            return True
+        now = self.clock()
+        if self._last is not None and now - self._last < self.every_s:
+            self.suppressed += 1
+            return False
+        record.suppressed = self.suppressed
+        self._last, self.suppressed = now, 0
+        return True
+
+
+def throttle_accept_errors() -> None:
+    """Installs AcceptErrorThrottle on asyncio's logger, once."""
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, AcceptErrorThrottle) for f in asyncio_log.filters):
+        asyncio_log.addFilter(AcceptErrorThrottle())
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:
@@ -82,3 +121,4 @@ def configure_logging(log_format: str = "json", level: int = logging.INFO) -> No
     root.handlers[:] = [handler]
     root.setLevel(level)
     quiet_noisy_loggers()
+    throttle_accept_errors()

@@ -34,6 +34,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATIC = {"app.js": "text/javascript", "charts.js": "text/javascript", "style.css": "text/css"}
 LIVE_TICK_S = 1.0  # how often the stream looks for a change
 LIVE_RESEND_S = 10.0  # the stream repeats an unchanged state this often (fresh times, a keep-alive)
+# A stream is one open page, and each reads the database every second: sixteen is many people
+# watching, and keeps streams a small part of the health port's connections. Beyond it a page polls.
+MAX_STREAMS = 16
+STREAMS_FULL = "too many live streams are open; the page polls instead"
+# A sign-in form is a few hundred bytes sent at once; a body still arriving after this is held back.
+SIGN_IN_BODY_S = 5.0
 UNAVAILABLE = "the database is not answering; the dashboard tries again by itself"
 
 
@@ -56,9 +62,13 @@ def _signature(snapshot: dict[str, Any]) -> tuple[object, ...]:
 class Dashboard:
     """The dashboard on the health server's application; `install` adds its routes."""
 
-    def __init__(self, token: str, reads: DashboardReads, *, allow_http: bool = False) -> None:
+    def __init__(
+        self, token: str, reads: DashboardReads, *, allow_http: bool = False, max_streams: int = MAX_STREAMS
+    ) -> None:
         self.gate = TokenGate(token, allow_http=allow_http)
         self.reads = reads
+        self.max_streams = max_streams
+        self._streams = 0
         self._closing = asyncio.Event()
 
     def install(self, app: web.Application) -> None:
@@ -119,7 +129,12 @@ class Dashboard:
     async def _sign_in(self, request: web.Request) -> web.StreamResponse:
         if not from_own_pages(request):
             return cross_site()
-        form = await request.post()
+        try:
+            async with asyncio.timeout(SIGN_IN_BODY_S):
+                form = await request.post()
+        except TimeoutError:
+            # The connection is being answered, so the health port's guard leaves it to this handler.
+            return _json_error(408, "the form took too long to arrive", Connection="close")
         given = form.get("token")
         access = self.gate.check_token(request, given.strip() if isinstance(given, str) else None)
         if access is Access.THROTTLED:
@@ -196,6 +211,15 @@ class Dashboard:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: the live state whenever it changes (and every few seconds regardless)."""
+        if self._streams >= self.max_streams:
+            return _json_error(503, STREAMS_FULL, **{"Retry-After": "10"})
+        self._streams += 1
+        try:
+            return await self._stream(request)
+        finally:
+            self._streams -= 1
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"}
         )
