@@ -39,6 +39,9 @@ from __future__ import annotations
 # The kind of a PermanentError that says Storage is set up wrongly (keys, bucket, region)
 # rather than that the file is wrong: a row that meets it waits for Storage to be fixed.
 STORAGE_SETUP = "storage_setup"
+# The kind of a PermanentError that says the bucket's own limits (size, file types) refused a
+# file: the limits are read again at once, and the row's message says which one.
+BUCKET_LIMIT = "bucket_limit"
 
 
 class ListenerError(Exception):
