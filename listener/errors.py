@@ -57,11 +57,15 @@ class FailureKind(enum.StrEnum):
     # Storage is set up wrongly (keys, bucket, region) rather than the file being wrong: a
     # row that meets it waits for Storage to be fixed.
     STORAGE_SETUP = "storage_setup"
+    # The bucket's own limits (size, file types) refused a file: the limits are read again at
+    # once, and the row's message says which one.
+    BUCKET_LIMIT = "bucket_limit"
     GIVEN_UP = "given_up"  # claimed too often without finishing: its replicas died each time
     INTERNAL = "internal"  # a bug
 
 
 STORAGE_SETUP = FailureKind.STORAGE_SETUP
+BUCKET_LIMIT = FailureKind.BUCKET_LIMIT
 
 
 class ListenerError(Exception):

@@ -153,6 +153,8 @@ class Generation:
             source_hosts=self.settings.source_hosts,
         )
         if self.task_id is None:
+            # Before any money is spent: a GLB the bucket's own types refuse could never be kept.
+            self.results.check_bucket_takes_the_model()
             self.step = FailureKind.SUBMIT
             await self._submit(request)
             await asyncio.sleep(self.settings.poll_interval_s)  # the task has only just started

@@ -16,6 +16,7 @@ from listener.core.glb import verify_glb
 from listener.core.images import image_type
 from listener.core.ports import GenerationSettings, RowDependencies
 from listener.errors import (
+    BUCKET_LIMIT,
     STORAGE_SETUP,
     FailureKind,
     FileGone,
@@ -25,7 +26,7 @@ from listener.errors import (
     TransferStalled,
     TransientError,
 )
-from listener.sizes import MIB, human_size
+from listener.sizes import MIB
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,9 @@ THUMBNAIL_MAX_BYTES = 10 * MIB
 SPOOL_RETRY_MAX_S = 60.0
 GLB_TYPE, STL_TYPE = "model/gltf-binary", "application/octet-stream"
 WHAT = {"glb": "GLB model", "stl": "STL file", "thumbnail": "thumbnail"}
+# The type each file is uploaded with; a thumbnail's is read from its bytes once fetched
+# (PNG, as the app's path for it says, until then).
+TYPES = {"glb": GLB_TYPE, "stl": STL_TYPE, "thumbnail": "image/png"}
 
 
 @dataclass(frozen=True)
@@ -78,12 +82,15 @@ class ResultFiles:
 
     async def fetch_all(self, state: TaskState) -> SpooledResults:
         """Spools the GLB (required, and checked), then the STL and the thumbnail if offered."""
-        self._check_bucket_takes_the_model(state)
+        self._check_bucket_takes_the_model(state.result.get("glb_file_size"))
         glb, state = await self._fetch(state, "glb", required=True)
         assert glb is not None
         verify_glb(glb)
-        stl, state = await self._fetch(state, "stl", required=False)
-        thumbnail, state = await self._fetch(state, "thumbnail", required=False)
+        stl = thumbnail = None
+        if not self._bucket_refuses_optional("stl", state.result.get("stl_file_size")):
+            stl, state = await self._fetch(state, "stl", required=False)
+        if not self._bucket_refuses_optional("thumbnail"):
+            thumbnail, state = await self._fetch(state, "thumbnail", required=False)
         thumbnail_type = image_type(thumbnail) if thumbnail else None
         if thumbnail and thumbnail_type is None:
             log.warning("thumbnail_not_an_image")  # the model is kept; the picture is not
@@ -95,13 +102,14 @@ class ResultFiles:
         await self._wait_for_storage()
         model_id, user_id = self.job.model_id, self.job.user_id
         glb_path = f"{user_id}/generated-models/{model_id}.glb"
-        size = await self._upload(glb_path, fetched.glb, GLB_TYPE)
-        stl_path = f"{user_id}/generated-models/{model_id}.stl" if fetched.stl else None
-        if fetched.stl and stl_path:
-            await self._upload(stl_path, fetched.stl, STL_TYPE)
-        thumbnail_path = f"{user_id}/thumbnails/{model_id}.png" if fetched.thumbnail else None
-        if fetched.thumbnail and thumbnail_path and fetched.thumbnail_type:
-            await self._upload(thumbnail_path, fetched.thumbnail, fetched.thumbnail_type)
+        size = await self._upload("glb", glb_path, fetched.glb, GLB_TYPE)
+        assert size is not None  # the GLB is required: refused, it raised
+        stl_path = await self._upload_optional(
+            "stl", f"{user_id}/generated-models/{model_id}.stl", fetched.stl, STL_TYPE
+        )
+        thumbnail_path = await self._upload_optional(
+            "thumbnail", f"{user_id}/thumbnails/{model_id}.png", fetched.thumbnail, fetched.thumbnail_type
+        )
         public_url = self.clients.storage.public_url
         return CompletedColumns(
             storage_path=glb_path,
@@ -194,26 +202,27 @@ class ResultFiles:
         self.held_bytes += kept
         return dest
 
-    def _check_bucket_takes_the_model(self, state: TaskState) -> None:
-        """Fails, before anything is downloaded, a model the bucket's own limits would refuse."""
+    def check_bucket_takes_the_model(self) -> None:
+        """Fails, before anything is submitted, a row whose GLB the bucket's own types refuse."""
+        self._check_bucket_takes_the_model(None)
+
+    def _check_bucket_takes_the_model(self, size: object) -> None:
+        """Fails a GLB of this type and size (None: not known yet) the bucket's own limits refuse."""
+        known = size if isinstance(size, int | float) else None
+        why = self.clients.storage_state.limits.refusal(self.settings.bucket, WHAT["glb"], GLB_TYPE, known)
+        if why is not None:
+            raise PermanentError(f"{why[0].upper()}{why[1:]}.", kind=FailureKind.UPLOAD)
+
+    def _bucket_refuses_optional(
+        self, kind: str, size: object = None, content_type: str | None = None
+    ) -> bool:
+        """True (and logged) when the bucket's own limits refuse this STL or thumbnail: it is left out."""
+        known = size if isinstance(size, int | float) else None
         limits = self.clients.storage_state.limits
-        bucket = self.settings.bucket
-        if limits.refuses_type(GLB_TYPE):
-            raise PermanentError(
-                f"The bucket {bucket} does not accept GLB models ({GLB_TYPE} is not an allowed type).",
-                kind=FailureKind.UPLOAD,
-            )
-        size = state.result.get("glb_file_size")
-        if (
-            limits.file_size_limit is not None
-            and isinstance(size, int | float)
-            and size > limits.file_size_limit
-        ):
-            raise PermanentError(
-                f"The model is {human_size(int(size))}, more than the {human_size(limits.file_size_limit)} "
-                f"the bucket {bucket} accepts.",
-                kind=FailureKind.UPLOAD,
-            )
+        why = limits.refusal(self.settings.bucket, WHAT[kind], content_type or TYPES[kind], known)
+        if why is not None:
+            log.warning("optional_file_skipped", extra={"kind": kind, "reason": why})
+        return why is not None
 
     async def _wait_for_storage(self) -> None:
         """Returns once Storage can take uploads; fails the row after LISTENER_STORAGE_HOLD of waiting."""
@@ -233,7 +242,24 @@ class ResultFiles:
                 ) from None
         log.info("upload_released")
 
-    async def _upload(self, path: str, local: Path, content_type: str) -> int:
+    async def _upload_optional(
+        self, kind: str, path: str, local: Path | None, content_type: str | None
+    ) -> str | None:
+        """Uploads an STL or thumbnail if there is one; its path, or None when there is none in Storage."""
+        if local is None or content_type is None:
+            return None
+        return path if await self._upload(kind, path, local, content_type) is not None else None
+
+    async def _upload(self, kind: str, path: str, local: Path, content_type: str) -> int | None:
+        """Uploads one file; None when the bucket's own limits refuse an optional one (it is left out)."""
+        try:
+            local_size = (await asyncio.to_thread(local.stat)).st_size
+        except OSError:
+            local_size = None  # the upload says what is wrong with the file
+        if kind == "glb":
+            self._check_bucket_takes_the_model(local_size)
+        elif self._bucket_refuses_optional(kind, local_size, content_type):
+            return None
         while True:
             try:
                 size = await self.settings.retry.call(
@@ -241,6 +267,16 @@ class ResultFiles:
                 )
                 break
             except PermanentError as exc:
+                if exc.kind == BUCKET_LIMIT:
+                    # The limits changed since they were last read: read them now, for this row
+                    # and the next, and say which one refused the file.
+                    await self.clients.storage_state.reread_limits()
+                    if kind != "glb":
+                        if not self._bucket_refuses_optional(kind, local_size, content_type):
+                            log.warning("optional_file_skipped", extra={"kind": kind, "reason": str(exc)})
+                        return None
+                    self._check_bucket_takes_the_model(local_size)
+                    raise PermanentError(str(exc), kind=FailureKind.UPLOAD) from exc
                 if exc.kind != STORAGE_SETUP:
                     raise
                 # The keys, the bucket or the region are wrong: hold the row until they are fixed.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from listener.core.reachability import Reachability
+from listener.sizes import human_size
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,21 @@ class BucketLimits:
         family = content_type.split("/")[0] + "/*"
         return content_type not in self.allowed_mime_types and family not in self.allowed_mime_types
 
+    def refusal(self, bucket: str, what: str, content_type: str, size: float | None = None) -> str | None:
+        """Why the bucket would refuse this file, in words (no full stop); None when it would take it."""
+        if self.refuses_type(content_type):
+            return f"the bucket {bucket} does not accept {what}s ({content_type} is not an allowed type)"
+        if self.file_size_limit is not None and size is not None and size > self.file_size_limit:
+            return (
+                f"the {what} is {human_size(int(size))}, more than the "
+                f"{human_size(self.file_size_limit)} the bucket {bucket} accepts"
+            )
+        return None
+
+
+# Reads the bucket's limits now; None where they cannot be read (the last known ones hold).
+LimitsReader = Callable[[], Awaitable[BucketLimits | None]]
+
 
 class StorageState(Reachability):
     """Set by the replica's Storage check; rows read it, and wait while Storage cannot be used."""
@@ -28,9 +45,19 @@ class StorageState(Reachability):
     def __init__(self) -> None:
         super().__init__()
         self.limits = BucketLimits()
+        # Set by the replica's Storage check: how a row that meets a refusal reads the limits anew.
+        self.read_limits: LimitsReader | None = None
 
     def update(self, problem: str | None, limits: BucketLimits | None = None) -> bool:
         """Records a check's finding; True when usability changed."""
         if limits is not None:
             self.limits = limits
         return self.set_problem(problem)
+
+    async def reread_limits(self) -> BucketLimits:
+        """The bucket's limits read again now, for every row (the last known where they cannot be read)."""
+        if self.read_limits is not None:
+            limits = await self.read_limits()
+            if limits is not None:
+                self.limits = limits
+        return self.limits

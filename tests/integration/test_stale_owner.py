@@ -1,7 +1,8 @@
 """A replica whose lease is gone writes nothing: not another owner's, not after a re-claim.
 
-Each write of a row's life goes through listener.adapters.postgres.db.Database against a real Postgres; the
-row and its job are read back whole, so a write that slipped through shows in any column.
+Each write of a row's life goes through PgJobStore (listener/adapters/postgres/jobs.py) against a
+real Postgres; the row and its job are read back whole, so a write that slipped through shows in
+any column.
 """
 
 from __future__ import annotations

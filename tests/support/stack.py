@@ -36,6 +36,15 @@ DASHBOARD_TOKEN = "dashboard-token-never-in-a-log-4f1c9e"  # 32 characters or mo
 SECRETS = (DATABASE_PASSWORD, "local-secret-key", PARAMETER_PASSWORD, AI_SERVER_PASSWORD, DASHBOARD_TOKEN)
 # Retries in tests wait no time; a failure budget is still spent attempt by attempt.
 NO_WAIT = RetryPolicy(deadline_s=30.0, max_attempts=4).scaled(0)
+# What a test's listener runs with: quick polls and progress, short leases, room for many rows.
+FAST_SETTINGS = {
+    "LISTENER_POLL_INTERVAL": "0.05",
+    "LISTENER_PROGRESS_INTERVAL": "0.3",
+    "LISTENER_LEASE_SECONDS": "3",
+    "LISTENER_CONCURRENCY": "20",
+    "LISTENER_PER_USER_LIMIT": "20",
+    "LISTENER_LOG_FORMAT": "json",
+}
 
 
 @dataclass
@@ -56,12 +65,7 @@ class Stack:
             self.simulator.base_url,
             self.s3.config(),
             self.spool_dir,
-            LISTENER_POLL_INTERVAL="0.05",
-            LISTENER_PROGRESS_INTERVAL="0.3",
-            LISTENER_LEASE_SECONDS="3",
-            LISTENER_CONCURRENCY="20",
-            LISTENER_PER_USER_LIMIT="20",
-            LISTENER_LOG_FORMAT="json",
+            **FAST_SETTINGS,
             LISTENER_HTTP_PORT=str(self.http_port),
         )
         env.update(self.overrides)

@@ -12,7 +12,15 @@ from listener.core.data import JobOutcome
 from listener.core.generation import run_job
 from listener.core.spool import SpoolBudget
 from listener.core.storage_state import BucketLimits
-from listener.errors import STORAGE_SETUP, PermanentError, SpoolUnavailable, TransferStalled, TransientError
+from listener.errors import (
+    BUCKET_LIMIT,
+    STORAGE_SETUP,
+    PermanentError,
+    SpoolUnavailable,
+    TransferStalled,
+    TransientError,
+)
+from listener.sizes import human_size
 from tests.unit import fakes
 from tests.unit.fakes import GLB, GLB_URL, OWNER, claimed_job, succeeded
 
@@ -183,7 +191,7 @@ async def test_a_model_larger_than_the_bucket_takes_fails_before_it_is_downloade
     row.clients.storage_state.update(None, BucketLimits(file_size_limit=50 * 1024 * 1024))
     outcome = await row.run()
     assert outcome.outcome == "failed"
-    assert row.error_message == "The model is 60 MiB, more than the 50 MiB the bucket ai-models accepts."
+    assert row.error_message == "The GLB model is 60 MiB, more than the 50 MiB the bucket ai-models accepts."
     assert row.ai.fetches == []
 
 
@@ -193,3 +201,69 @@ async def test_a_bucket_that_refuses_glb_files_fails_the_row_before_it_is_downlo
     assert outcome.outcome == "failed"
     assert row.error_message is not None and "does not accept GLB models" in row.error_message
     assert row.ai.fetches == []
+
+
+async def test_a_bucket_that_refuses_glb_files_fails_the_row_before_anything_is_generated(row: Row) -> None:
+    row.clients.storage_state.update(None, BucketLimits(allowed_mime_types=frozenset({"application/*"})))
+    outcome = await row.run()
+    assert outcome.outcome == "failed" and outcome.failure_kind == "upload"
+    assert row.error_message == (
+        "The bucket ai-models does not accept GLB models (model/gltf-binary is not an allowed type)."
+    )
+    assert row.ai.submit_count == 0  # no generation was paid for
+
+
+async def test_an_stl_and_thumbnail_the_bucket_refuses_are_left_out_and_the_model_is_kept(
+    tmp_path: Path,
+) -> None:
+    row = Row(tmp_path)
+    row.ai.polls = [succeeded(stl_url="https://ai.example/files/m.stl", thumbnail_url=THUMBNAIL_URL)]
+    row.ai.files["https://ai.example/files/m.stl"] = b"solid m"
+    row.clients.storage_state.update(None, BucketLimits(allowed_mime_types=frozenset({"model/gltf-binary"})))
+    outcome = await row.run()
+    assert outcome.outcome == "completed"
+    assert [path.rsplit(".", 1)[1] for path in row.storage.uploads] == ["glb"]
+    assert row.ai.fetches == [GLB_URL]  # nothing fetched that could not be kept
+    results = row.store.row(row.job.model_id).results
+    assert results is not None and results.stl_storage_path is None and results.thumbnail_url is None
+
+
+async def test_limits_changed_while_running_are_read_again_and_named_when_the_model_is_refused(
+    row: Row,
+) -> None:
+    now = BucketLimits(file_size_limit=1024)
+
+    async def read_limits() -> BucketLimits:
+        return now
+
+    row.clients.storage_state.read_limits = read_limits
+    row.storage.upload_errors = [
+        PermanentError(
+            "Storage refused the upload: the file is larger than the bucket accepts.", kind=BUCKET_LIMIT
+        )
+    ]
+    outcome = await row.run()
+    assert outcome.outcome == "failed" and outcome.failure_kind == "upload"
+    assert (
+        row.error_message
+        == f"The GLB model is {human_size(len(GLB))}, more than the 1 KiB the bucket ai-models accepts."
+    )
+    assert row.clients.storage_state.limits == now  # the next rows know it before they start
+
+
+async def test_an_optional_file_refused_while_running_is_left_out(row: Row) -> None:
+    refusal = PermanentError(
+        "Storage refused the upload: the bucket does not accept files of type image/png.", kind=BUCKET_LIMIT
+    )
+    original = row.storage.upload_file
+
+    async def refuse_pictures(path: str, local_file: Path, content_type: str) -> int:
+        if content_type.startswith("image/"):
+            raise refusal
+        return await original(path, local_file, content_type)
+
+    row.storage.upload_file = refuse_pictures  # type: ignore[method-assign]
+    outcome = await row.run()
+    assert outcome.outcome == "completed"
+    results = row.store.row(row.job.model_id).results
+    assert results is not None and results.thumbnail_url is None and results.storage_path

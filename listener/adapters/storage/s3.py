@@ -16,7 +16,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from listener.adapters.storage.config import StorageConfig
-from listener.errors import STORAGE_SETUP, PermanentError, TransientError
+from listener.errors import BUCKET_LIMIT, STORAGE_SETUP, PermanentError, TransientError
 from listener.sizes import MIB, human_size
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,12 @@ _REFUSALS = {
     "InvalidAccessKeyId": "the access key is not known",
     "SignatureDoesNotMatch": "the secret key does not match the access key",
     "NoSuchBucket": "the bucket does not exist",
-    "EntityTooLarge": "the file is too large",
     "InvalidBucketName": "the bucket name is not valid",
+}
+# Supabase Storage says AccessDenied for several setup problems; its message tells them apart.
+_ACCESS_DENIED_BECAUSE = {
+    "Invalid Access Key": "the access key is not known",
+    "Invalid Region": "the region is not the project's region",
 }
 
 
@@ -98,7 +102,9 @@ class Storage:
         cfg = self._config
         client_config = AioConfig(
             s3={"addressing_style": "path"},
-            # Supabase rejects the checksum headers botocore sends by default.
+            # Checksums only where an operation requires them: older Supabase Storage
+            # releases refuse the CRC32 and aws-chunked uploads botocore sends by default
+            # (1.11.2 takes them); this setting works with every release.
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
             connect_timeout=cfg.connect_timeout_s,
@@ -218,7 +224,7 @@ class Storage:
                     ContentType=content_type,
                 )
         except _STORAGE_ERRORS as exc:
-            raise _translate(exc, "upload") from exc
+            raise _translate(exc, "upload", content_type) from exc
         finally:
             await asyncio.to_thread(fh.close)
 
@@ -261,7 +267,7 @@ class Storage:
             if upload_id is not None:
                 await self._abort(client, path, upload_id)
             if isinstance(exc, _STORAGE_ERRORS):
-                raise _translate(exc, "upload") from exc
+                raise _translate(exc, "upload", content_type) from exc
             raise
         finally:
             await asyncio.to_thread(fh.close)
@@ -311,18 +317,49 @@ async def _open_for_upload(local_file: pathlib.Path) -> BinaryIO:
         raise PermanentError(f"The file to upload could not be read: {exc.strerror or exc}.") from exc
 
 
-def _translate(exc: BaseException, action: str) -> Exception:
+def _error_fields(response: dict[str, Any]) -> tuple[str, str]:
+    """The S3 error's code and message, wherever botocore left them.
+
+    botocore parses `<Error>` into response["Error"]; Supabase Storage writes it with the S3
+    namespace (`<Error xmlns="http://s3.amazonaws.com/doc/2006-03-01/">`), which botocore
+    leaves at the top of the response, with response["Error"] empty."""
+    error = response.get("Error") or {}
+    code = str(error.get("Code") or response.get("Code") or "")
+    message = str(error.get("Message") or response.get("Message") or "")
+    return code, message
+
+
+def _translate(exc: BaseException, action: str, content_type: str = "") -> Exception:
     """Map a botocore, aiohttp or socket failure onto the project's errors, in plain words."""
     if isinstance(exc, botocore.exceptions.ClientError):
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code") or "")
+        code, message = _error_fields(dict(exc.response))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if action == "upload" and status == 404 and code != "NoSuchUpload":
+            # Uploads name only the bucket and a key that need not exist: a 404 is the bucket,
+            # whatever the body says (or lacks). The row waits for it rather than failing.
+            return PermanentError(
+                f"Storage refused the {action}: the bucket does not exist.", kind=STORAGE_SETUP
+            )
         if code in {"NoSuchKey", "NotFound"} or (status == 404 and action == "download"):
             return PermanentError("The source image was not found in Storage.")
+        if code == "EntityTooLarge" or status == 413:
+            return PermanentError(
+                f"Storage refused the {action}: the file is larger than the bucket accepts.",
+                kind=BUCKET_LIMIT,
+            )
+        if code == "InvalidMimeType" or status == 415:
+            return PermanentError(
+                f"Storage refused the {action}: the bucket does not accept files of type {content_type}.",
+                kind=BUCKET_LIMIT,
+            )
         label = f"HTTP {status}" + (f" {code}" if code and code != str(status) else "")
         if status >= 500 or status in {408, 429} or code in _TRANSIENT_CODES:
             return TransientError(f"Storage failed the {action} for now ({label}).")
-        reason = _REFUSALS.get(code) or ("access denied" if status == 403 else label)
+        reason = (
+            (_ACCESS_DENIED_BECAUSE.get(message) if code == "AccessDenied" else None)
+            or _REFUSALS.get(code)
+            or ("access denied" if status == 403 else label)
+        )
         setup = code in _SETUP_REFUSALS or status == 403
         return PermanentError(
             f"Storage refused the {action}: {reason}.", kind=STORAGE_SETUP if setup else None
