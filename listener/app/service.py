@@ -1,4 +1,4 @@
-"""`listener run`: wires the real clients together and serves until told to stop."""
+"""`listener run`: opens the adapters (wiring.py), starts the supervisor and serves until told to stop."""
 
 from __future__ import annotations
 
@@ -13,25 +13,15 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
-
-from listener.adapters.ai_server.client import AIClient
-from listener.adapters.ai_server.watch import AIServerWatch
-from listener.adapters.fcm import FcmSender
-from listener.adapters.postgres.jobs import PgJobStore
-from listener.adapters.postgres.listen import PgListener
 from listener.adapters.postgres.pool import PgPool, is_transaction_pooler
-from listener.adapters.postgres.push_store import PushStore
-from listener.adapters.source_images import SourceImageFetcher
-from listener.adapters.storage.s3 import Storage
-from listener.adapters.storage.watch import CHECK_WHILE_BROKEN_S, StorageWatch
+from listener.adapters.storage.watch import CHECK_WHILE_BROKEN_S
 from listener.app.dashboard.routes import dashboard_routes
 from listener.app.health import HealthServer
 from listener.app.settings import Settings
+from listener.app.wiring import Adapters, wired
 from listener.core.generation import run_job
-from listener.core.ports import GenerationSettings, RowDependencies
+from listener.core.ports import GenerationSettings
 from listener.core.reachability import Reachability
-from listener.core.spool import SpoolBudget
 from listener.core.storage_state import StorageState
 from listener.core.supervisor import Supervisor, SupervisorSettings
 from listener.errors import DatabaseUnavailable
@@ -41,10 +31,6 @@ from listener.redact import redact_url
 from listener.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
-
-# Waiting for a free connection of the pool is not timed (a burst of rows only queues);
-# making a connection is, and so is every read (the first poll after success can be slow).
-HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=180)
 
 
 def replica_name() -> str:
@@ -151,80 +137,80 @@ async def serve(
     )
     await health.start()
     try:
-        async with (
-            PgPool.connect(settings.database_url, max_size=settings.db_pool_size) as pg,
-            aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
-            aiohttp.ClientSession(
-                timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=64, force_close=True)
-            ) as submit_http,
-            Storage(settings.storage) as storage,
-            SourceImageFetcher() as source_images,
-        ):
-            if not await wait_for_database(pg, stop):
+        async with wired(settings, metrics, storage_state, ai_state, storage_recheck_s) as adapters:
+            if not await wait_for_database(adapters.pg, stop):
                 log.info("listener_stopped_before_start")
                 return None
-            db = PgJobStore(pg)
-            await _warn_if_realtime_is_off(pg)
-            ai_watch = AIServerWatch(settings.ai_url, ai_state, metrics)
-            await ai_watch.check()
-            watch = StorageWatch(
-                storage, pg, settings.storage.bucket, storage_state, metrics, recheck_s=storage_recheck_s
-            )
-            with contextlib.suppress(Exception):  # the watch logs its own trouble when it runs
-                await watch.check_once()  # rows that finish before the first check know where they stand
-            sender = _push_sender(settings)
-            if notifier is None:
-                push = PushNotifier(PushStore(pg), sender, settings.push_texts, retry, metrics=metrics)
-                await push.start()
-                notifier = push
-            clients = RowDependencies(
-                db=db,
-                ai=AIClient(settings.ai_url, http, submit_http, result_origins=settings.result_origins),
-                storage=storage,
-                fetch_url=source_images.fetch,
+            return await _serve_started(
+                settings,
+                stop,
+                adapters,
+                readiness,
+                owner=owner,
+                notifier=notifier,
+                retry=retry,
                 metrics=metrics,
-                spool=SpoolBudget(settings.spool_max_bytes),
-                storage_state=storage_state,
-                ai_state=ai_state,
+                sweep_interval_s=sweep_interval_s,
+                on_started=on_started,
             )
-            supervisor = Supervisor(
-                db,
-                PgListener(settings.database_url, on_silent=pg.drop_connections),
-                _supervisor_settings(settings, owner, sweep_interval_s),
-                run_job=functools.partial(
-                    run_job, clients=clients, settings=_generation_settings(settings, owner, retry)
-                ),
-                notify=notifier.model_finished,
-                metrics=metrics,
-                claim_gate=ai_state,
-            )
-            await supervisor.start()
-            readiness.pg, readiness.supervisor = pg, supervisor
-            background = [
-                asyncio.create_task(watch.run(), name="storage-watch"),
-                asyncio.create_task(ai_watch.run(), name="ai-server-watch"),
-            ]
-            if isinstance(notifier, PushNotifier):
-                background.append(asyncio.create_task(notifier.sweep_forever(), name="push-sweep"))
-            if on_started is not None:
-                on_started()
-            log.info(
-                "listener_started",
-                extra={"concurrency": settings.concurrency, "http_port": settings.http_port},
-            )
-            try:
-                await stop.wait()
-            finally:
-                log.info("listener_stopping", extra={"in_flight": len(supervisor.running)})
-                for task in background:
-                    task.cancel()
-                await supervisor.stop()
-                if sender is not None:
-                    await sender.aclose()
-        return supervisor
     finally:
         await health.stop()
         log.info("listener_stopped")
+
+
+async def _serve_started(
+    settings: Settings,
+    stop: asyncio.Event,
+    adapters: Adapters,
+    readiness: Readiness,
+    *,
+    owner: str,
+    notifier: Notifier | None,
+    retry: RetryPolicy,
+    metrics: Metrics,
+    sweep_interval_s: float,
+    on_started: Callable[[], None] | None,
+) -> Supervisor:
+    """With the database answering: checks the neighbours once, starts the supervisor, serves until `stop`."""
+    await _warn_if_realtime_is_off(adapters.pg)
+    await adapters.ai_watch.check()
+    with contextlib.suppress(Exception):  # the watch logs its own trouble when it runs
+        await (
+            adapters.storage_watch.check_once()
+        )  # rows that finish before the first check know where they stand
+    if notifier is None:
+        notifier = adapters.push_notifier(settings, retry, metrics)
+        await notifier.start()
+    supervisor = Supervisor(
+        adapters.jobs,
+        adapters.wake_ups,
+        _supervisor_settings(settings, owner, sweep_interval_s),
+        run_job=functools.partial(
+            run_job, clients=adapters.rows, settings=_generation_settings(settings, owner, retry)
+        ),
+        notify=notifier.model_finished,
+        metrics=metrics,
+        claim_gate=adapters.rows.ai_state,
+    )
+    await supervisor.start()
+    readiness.pg, readiness.supervisor = adapters.pg, supervisor
+    background = [
+        asyncio.create_task(adapters.storage_watch.run(), name="storage-watch"),
+        asyncio.create_task(adapters.ai_watch.run(), name="ai-server-watch"),
+    ]
+    if isinstance(notifier, PushNotifier):
+        background.append(asyncio.create_task(notifier.sweep_forever(), name="push-sweep"))
+    if on_started is not None:
+        on_started()
+    log.info("listener_started", extra={"concurrency": settings.concurrency, "http_port": settings.http_port})
+    try:
+        await stop.wait()
+    finally:
+        log.info("listener_stopping", extra={"in_flight": len(supervisor.running)})
+        for task in background:
+            task.cancel()
+        await supervisor.stop()
+    return supervisor
 
 
 async def _warn_if_realtime_is_off(pg: PgPool) -> None:
@@ -267,10 +253,3 @@ def _generation_settings(settings: Settings, owner: str, retry: RetryPolicy) -> 
         retry=retry,
         storage_hold_s=settings.storage_hold_s,
     )
-
-
-def _push_sender(settings: Settings) -> FcmSender | None:
-    """The FCM sender, or None when no credentials are set (pushes off, notification rows still written)."""
-    if settings.firebase_credentials is None:
-        return None
-    return FcmSender.from_credentials(settings.firebase_credentials, settings.fcm_endpoint)

@@ -1,0 +1,111 @@
+"""The one place that chooses and opens the adapters the core runs on, from the settings.
+
+Today each port has one adapter: Postgres for jobs, leases, wake-ups and the push ledger;
+the AI server's HTTP API; Supabase Storage over S3; FCM for pushes (or none without
+credentials). A second AI provider, storage backend or channel is chosen here, and nowhere
+else needs to know.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+
+from listener.adapters.ai_server.client import AIClient
+from listener.adapters.ai_server.watch import AIServerWatch
+from listener.adapters.fcm import FcmSender
+from listener.adapters.postgres.jobs import PgJobStore
+from listener.adapters.postgres.listen import PgListener
+from listener.adapters.postgres.pool import PgPool
+from listener.adapters.postgres.push_store import PushStore
+from listener.adapters.source_images import SourceImageFetcher
+from listener.adapters.storage.s3 import Storage
+from listener.adapters.storage.watch import StorageWatch
+from listener.app.settings import Settings
+from listener.core.ports import RowDependencies
+from listener.core.reachability import Reachability
+from listener.core.spool import SpoolBudget
+from listener.core.storage_state import StorageState
+from listener.metrics import Metrics
+from listener.notify.notifier import PushNotifier
+from listener.retry import RetryPolicy
+
+# Waiting for a free connection of the pool is not timed (a burst of rows only queues);
+# making a connection is, and so is every read (the first poll after success can be slow).
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=180)
+
+
+@dataclass
+class Adapters:
+    """What the core and the app run on, opened for the life of the process."""
+
+    pg: PgPool
+    jobs: PgJobStore
+    wake_ups: PgListener
+    rows: RowDependencies
+    storage_watch: StorageWatch
+    ai_watch: AIServerWatch
+    sender: FcmSender | None
+
+    def push_notifier(self, settings: Settings, retry: RetryPolicy, metrics: Metrics) -> PushNotifier:
+        """The notifier that tells owners: a ledger in Postgres and the chosen sender."""
+        return PushNotifier(PushStore(self.pg), self.sender, settings.push_texts, retry, metrics=metrics)
+
+
+@asynccontextmanager
+async def wired(
+    settings: Settings,
+    metrics: Metrics,
+    storage_state: StorageState,
+    ai_state: Reachability,
+    storage_recheck_s: float,
+) -> AsyncIterator[Adapters]:
+    """Opens every adapter the settings choose, and closes them all when the block ends."""
+    async with (
+        PgPool.connect(settings.database_url, max_size=settings.db_pool_size) as pg,
+        aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
+        # Submissions on connections of their own, never reused: one that must not be sent
+        # twice is never written to a connection the server may have closed.
+        aiohttp.ClientSession(
+            timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=64, force_close=True)
+        ) as submit_http,
+        Storage(settings.storage) as storage,
+        SourceImageFetcher() as source_images,
+    ):
+        sender = _push_sender(settings)
+        jobs = PgJobStore(pg)
+        rows = RowDependencies(
+            db=jobs,
+            ai=AIClient(settings.ai_url, http, submit_http, result_origins=settings.result_origins),
+            storage=storage,
+            fetch_url=source_images.fetch,
+            metrics=metrics,
+            spool=SpoolBudget(settings.spool_max_bytes),
+            storage_state=storage_state,
+            ai_state=ai_state,
+        )
+        try:
+            yield Adapters(
+                pg=pg,
+                jobs=jobs,
+                wake_ups=PgListener(settings.database_url, on_silent=pg.drop_connections),
+                rows=rows,
+                storage_watch=StorageWatch(
+                    storage, pg, settings.storage.bucket, storage_state, metrics, recheck_s=storage_recheck_s
+                ),
+                ai_watch=AIServerWatch(settings.ai_url, ai_state, metrics),
+                sender=sender,
+            )
+        finally:
+            if sender is not None:
+                await sender.aclose()
+
+
+def _push_sender(settings: Settings) -> FcmSender | None:
+    """The FCM sender, or None when no credentials are set (pushes off, notification rows still written)."""
+    if settings.firebase_credentials is None:
+        return None
+    return FcmSender.from_credentials(settings.firebase_credentials, settings.fcm_endpoint)
