@@ -77,9 +77,10 @@ async def wired(
     ):
         sender = _push_sender(settings)
         jobs = PgJobStore(pg)
+        ai = AIClient(settings.ai_url, http, submit_http, result_origins=settings.result_origins)
         rows = RowDependencies(
             db=jobs,
-            ai=AIClient(settings.ai_url, http, submit_http, result_origins=settings.result_origins),
+            ai=ai,
             storage=storage,
             fetch_url=source_images.fetch,
             metrics=metrics,
@@ -96,7 +97,7 @@ async def wired(
                 storage_watch=StorageWatch(
                     storage, pg, settings.storage.bucket, storage_state, metrics, recheck_s=storage_recheck_s
                 ),
-                ai_watch=AIServerWatch(settings.ai_url, ai_state, metrics),
+                ai_watch=AIServerWatch(ai, ai_state, metrics),
                 sender=sender,
             )
         finally:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
@@ -38,6 +40,8 @@ _KEPT_FIELDS: dict[str, tuple[type, ...]] = {
 }
 # An answer is read whole before it is parsed: no more than this.
 MAX_ANSWER_BYTES = 4 * MIB
+# How long the reachability probe waits for a connection to open.
+CONNECT_PROBE_S = 3.0
 _KEPT_DIMENSIONS_BYTES = 4096
 _MAX_URL_CHARS = 4096
 # What the owner reads when the AI server refuses; its own words go to the log only.
@@ -85,6 +89,24 @@ class AIClient:
         # Scheme, host and port, all three: another port of the same host is another server.
         self.result_origins = result_origins | {origin_of(self.base_url)}
         self.least_rate = least_rate
+
+    @property
+    def address(self) -> str:
+        """`host:port` of the AI server."""
+        parts = urlsplit(self.base_url)
+        return f"{parts.hostname or '127.0.0.1'}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+    async def accepts_connections(self) -> bool:
+        """True when a TCP connection to the server opens (nothing is sent on it)."""
+        host, _, port = self.address.rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), CONNECT_PROBE_S)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
 
     async def submit(self, request: ModelRequest, image: ImageFile | None = None) -> str:
         """Starts a generation; returns the task id."""
