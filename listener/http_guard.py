@@ -7,8 +7,8 @@ headers within REQUEST_WAIT_S of connecting or of its last answer, and keeps the
 connections under a cap taken from the descriptor limit, so that accepting never fails.
 At the cap, a new connection is made room for by closing the connection that has waited
 longest for its request: holding the cap with idle connections only gets the holder's own
-connections closed. A connection being answered is never closed; the answers that last
-(the dashboard's event stream, a request body being read) bound themselves.
+connections closed. A connection being answered is never closed: what answers at length bounds
+itself (the dashboard's event streams in number, its sign-in form's body in time).
 """
 
 from __future__ import annotations
