@@ -38,8 +38,8 @@ def quiet_noisy_loggers() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-# asyncio's words when accept() finds no descriptor left. It says so again every second it retries,
-# and once per listening socket: a port under a connection flood would fill the log.
+# asyncio's words when accept() finds no descriptor left. It says them for every connection waiting
+# in the backlog, and again every second it retries: a flood of connections would fill the log.
 OUT_OF_RESOURCES = "socket.accept() out of system resource"
 OUT_OF_RESOURCES_EVERY_S = 60.0
 

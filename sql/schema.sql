@@ -79,9 +79,10 @@ BEGIN
         finished_at = now(),
         outcome = 'cancelled',
         lease_owner = NULL,
-        lease_expires_at = NULL
+        lease_expires_at = NULL,
+        files_to_remove = ai_task_id IS NOT NULL
     WHERE model_id = target AND finished_at IS NULL;
-    IF FOUND OR TG_OP = 'DELETE' THEN
+    IF FOUND THEN
         PERFORM pg_notify('listener_cancels', target::text);
     END IF;
     RETURN NULL;
@@ -529,6 +530,7 @@ CREATE TABLE listener.jobs (
     push_lease_expires_at timestamp with time zone,
     push_attempts integer DEFAULT 0 NOT NULL,
     push_result text,
+    files_to_remove boolean DEFAULT false NOT NULL,
     CONSTRAINT jobs_check CHECK (((lease_owner IS NULL) = (lease_expires_at IS NULL))),
     CONSTRAINT jobs_outcome_check CHECK ((outcome = ANY (ARRAY['completed'::text, 'failed'::text, 'cancelled'::text]))),
     CONSTRAINT jobs_push_lease_check CHECK (((push_owner IS NULL) = (push_lease_expires_at IS NULL)))
@@ -571,6 +573,13 @@ ALTER TABLE ONLY listener.jobs
 
 ALTER TABLE ONLY listener.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: jobs_files_to_remove_idx; Type: INDEX; Schema: listener; Owner: -
+--
+
+CREATE INDEX jobs_files_to_remove_idx ON listener.jobs USING btree (model_id) WHERE files_to_remove;
 
 
 --

@@ -7,8 +7,8 @@ headers within REQUEST_WAIT_S of connecting or of its last answer, and keeps the
 connections under a cap taken from the descriptor limit, so that accepting never fails.
 At the cap, a new connection is made room for by closing the connection that has waited
 longest for its request: holding the cap with idle connections only gets the holder's own
-connections closed. A connection being answered is never closed; the answers that last
-(the dashboard's event stream, a request body being read) bound themselves.
+connections closed. A connection being answered is never closed: what answers at length bounds
+itself (the dashboard's event streams in number, its sign-in form's body in time).
 """
 
 from __future__ import annotations
@@ -27,8 +27,13 @@ from aiohttp.typedefs import Handler
 REQUEST_WAIT_S = 5.0
 # Probes, scrapes and a few dashboard pages need tens of connections; this is many times that.
 MAX_CONNECTIONS = 1024
-# aiohttp's default. asyncio accepts up to this many connections per turn of its loop.
-BACKLOG = 128
+# asyncio accepts up to the backlog's length of connections per turn of its loop, and a new
+# connection needs a few turns before its request is read: under a flood of new connections, a
+# probe lasts those turns only if many times that many fit under the cap. aiohttp's 128 let a
+# flood of 2,500 connections a second close nearly every probe of /healthz at a cap of 256;
+# with 16 they were all answered. A full backlog only delays a connection (the client's
+# handshake is retried), and a health port has few clients.
+BACKLOG = 16
 MIN_CONNECTIONS = 16
 # What `resource` reports as no limit is taken as this many descriptors.
 _UNLIMITED = 1 << 20

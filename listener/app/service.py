@@ -19,6 +19,7 @@ from listener.app.dashboard.routes import dashboard_routes
 from listener.app.health import HealthServer
 from listener.app.settings import Settings
 from listener.app.wiring import Adapters, wired
+from listener.core.file_sweep import CancelledFilesSweep
 from listener.core.generation import run_job
 from listener.core.ports import GenerationSettings
 from listener.core.reachability import Reachability
@@ -194,7 +195,9 @@ async def _serve_started(
     )
     await supervisor.start()
     readiness.pg, readiness.supervisor = adapters.pg, supervisor
+    files = CancelledFilesSweep(adapters.jobs, adapters.rows.storage)
     background = [
+        asyncio.create_task(files.run(), name="cancelled-files-sweep"),
         asyncio.create_task(adapters.storage_watch.run(), name="storage-watch"),
         asyncio.create_task(adapters.ai_watch.run(), name="ai-server-watch"),
     ]

@@ -106,6 +106,24 @@ class ExpiredLeases:
     next_expiry_s: float | None
 
 
+@dataclass(frozen=True)
+class ResultPaths:
+    """Where a row's files live in the bucket: the app reads them from these paths."""
+
+    glb: str
+    stl: str
+    thumbnail: str
+
+    @classmethod
+    def of(cls, user_id: uuid.UUID, model_id: uuid.UUID) -> ResultPaths:
+        """The paths of one row's files."""
+        return cls(
+            glb=f"{user_id}/generated-models/{model_id}.glb",
+            stl=f"{user_id}/generated-models/{model_id}.stl",
+            thumbnail=f"{user_id}/thumbnails/{model_id}.png",
+        )
+
+
 class Ending(enum.StrEnum):
     """How a row's coroutine ended."""
 

@@ -89,6 +89,16 @@ class LeaseStore(Protocol):
         """Prunes up to `most` requests older than `days_kept` from the daily budget's memory."""
 
 
+class FileLedger(Protocol):
+    """Which rows' files are to be removed with no replica running them (cancelled after an upload)."""
+
+    async def files_to_remove(self, most: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """Up to `most` rows whose files may be left in Storage: (model id, user id)."""
+
+    async def files_removed(self, model_ids: Sequence[uuid.UUID]) -> None:
+        """Their files are gone: the rows are done with."""
+
+
 class WakeUpHandler(Protocol):
     """What a source of wake-ups calls: the supervisor."""
 

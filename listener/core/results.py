@@ -11,7 +11,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-from listener.core.data import ClaimedJob, CompletedColumns, TaskState
+from listener.core.data import ClaimedJob, CompletedColumns, ResultPaths, TaskState
 from listener.core.glb import verify_glb
 from listener.core.images import image_type
 from listener.core.ports import GenerationSettings, RowDependencies
@@ -100,15 +100,13 @@ class ResultFiles:
     async def upload_all(self, fetched: SpooledResults, task_id: str | None) -> CompletedColumns:
         """Uploads the spooled files under the app's paths; returns the columns of the completed row."""
         await self._wait_for_storage()
-        model_id, user_id = self.job.model_id, self.job.user_id
-        glb_path = f"{user_id}/generated-models/{model_id}.glb"
+        paths = ResultPaths.of(self.job.user_id, self.job.model_id)
+        glb_path = paths.glb
         size = await self._upload("glb", glb_path, fetched.glb, GLB_TYPE)
         assert size is not None  # the GLB is required: refused, it raised
-        stl_path = await self._upload_optional(
-            "stl", f"{user_id}/generated-models/{model_id}.stl", fetched.stl, STL_TYPE
-        )
+        stl_path = await self._upload_optional("stl", paths.stl, fetched.stl, STL_TYPE)
         thumbnail_path = await self._upload_optional(
-            "thumbnail", f"{user_id}/thumbnails/{model_id}.png", fetched.thumbnail, fetched.thumbnail_type
+            "thumbnail", paths.thumbnail, fetched.thumbnail, fetched.thumbnail_type
         )
         public_url = self.clients.storage.public_url
         return CompletedColumns(

@@ -1,4 +1,5 @@
-"""A row its owner cancels after its files reached Storage, but before it completed, leaves none there."""
+"""A row its owner cancels after its files reached Storage, but before it completed, leaves none there:
+whether a replica runs it then or not."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 
 import asyncpg
 
+from listener.core.data import ResultPaths
 from tests.support.database import as_app_user, insert_model
 from tests.support.stack import Stack, running_listener, wait_until
 
@@ -50,3 +52,44 @@ async def test_a_row_cancelled_between_its_uploads_and_its_completion_keeps_no_f
     assert len(uploaded) == 3  # the GLB, the STL and the thumbnail were in Storage
     assert status == "cancelled"
     assert stack.s3.keys(prefix) == []
+
+
+async def test_a_row_cancelled_while_no_replica_runs_it_keeps_no_file_its_uploader_left(stack: Stack) -> None:
+    """Its uploader died before completing it, and the owner cancels before another takes it over."""
+    conn = await asyncpg.connect(stack.db_url)
+    try:
+        owner, other = uuid.uuid4(), uuid.uuid4()
+        async with as_app_user(conn, owner):
+            model_id = await insert_model(conn, owner)
+        async with as_app_user(conn, other):
+            untouched = await insert_model(conn, other)
+        # What a killed replica leaves: the task asked for, the files in Storage, no completion.
+        await conn.execute(
+            "UPDATE listener.jobs SET ai_task_id = 'task-of-a-dead-replica', submitted_at = now() "
+            "WHERE model_id = $1",
+            model_id,
+        )
+        for row, user in ((model_id, owner), (untouched, other)):
+            paths = ResultPaths.of(user, row)
+            for path in (paths.glb, paths.stl, paths.thumbnail):
+                stack.s3.put_object(path, b"left behind", "application/octet-stream")
+        await conn.execute(
+            "UPDATE public.ai_generated_models SET status = 'cancelled' WHERE id = $1", model_id
+        )
+        # The other row is generated and completed as usual: its files are replaced, not removed.
+        async with running_listener(stack.settings()):
+            for _ in range(400):
+                if not stack.s3.keys(f"{owner}/"):
+                    break
+                await asyncio.sleep(0.05)
+            await wait_until(
+                conn, "SELECT status = 'completed' FROM public.ai_generated_models WHERE id = $1", untouched
+            )
+        marked = await conn.fetchval(
+            "SELECT files_to_remove FROM listener.jobs WHERE model_id = $1", model_id
+        )
+    finally:
+        await conn.close()
+    assert stack.s3.keys(f"{owner}/") == []
+    assert len(stack.s3.keys(f"{other}/")) == 3
+    assert marked is False

@@ -46,8 +46,7 @@ async def _ready() -> str | None:
 async def health_server(guard: ConnectionGuard | None = None) -> AsyncIterator[HealthServer]:
     """The health server with the dashboard on 127.0.0.1, over reads of a database where nothing happens."""
     dashboard = Dashboard(DASHBOARD_TOKEN, StillReads())  # type: ignore[arg-type]
-    kwargs = {} if guard is None else {"guard": guard}
-    server = HealthServer("127.0.0.1", free_port(), Metrics(), _ready, on_app=dashboard.install, **kwargs)
+    server = HealthServer("127.0.0.1", free_port(), Metrics(), _ready, on_app=dashboard.install, guard=guard)
     await server.start()
     try:
         yield server

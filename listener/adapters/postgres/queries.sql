@@ -135,6 +135,17 @@ WITH gone AS (
 )
 SELECT count(*)::int FROM gone;
 
+-- name: files_to_remove
+-- $1 most. Rows cancelled after the AI server was asked for their model, whose files may
+-- be in Storage with no replica left to remove them (sql/0016_files_of_cancelled_rows.sql).
+SELECT j.model_id, j.user_id FROM listener.jobs j
+WHERE j.files_to_remove AND j.outcome = 'cancelled'
+LIMIT $1;
+
+-- name: files_removed
+-- $1 model ids whose files are gone.
+UPDATE listener.jobs SET files_to_remove = false WHERE model_id = ANY($1::uuid[]);
+
 -- name: renew_leases
 -- $1 lease owner, $2 model ids, $3 lease seconds. Returns the jobs still ours to run;
 -- a missing id was cancelled, deleted, finished or taken over.

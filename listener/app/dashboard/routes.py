@@ -134,7 +134,9 @@ class Dashboard:
                 form = await request.post()
         except TimeoutError:
             # The connection is being answered, so the health port's guard leaves it to this handler.
-            return _json_error(408, "the form took too long to arrive", Connection="close")
+            response = _json_error(408, "the form took too long to arrive")
+            response.force_close()  # the rest of the body is not waited for
+            return response
         given = form.get("token")
         access = self.gate.check_token(request, given.strip() if isinstance(given, str) else None)
         if access is Access.THROTTLED:
