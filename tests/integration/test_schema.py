@@ -27,6 +27,7 @@ RELEASED = {
     "0013_claim_of_waiting_jobs": "3a08f470617da9583538efbade165258d39ed63843d381a337751bdc9cd90b6e",
     "0014_limits_per_statement": "4898619ba8f7022b338dce42d18727ae1079aeaf8b63561a8669d31cb316bc15",
     "0015_requests_by_time": "27e53f40cbc1ae8a187a5c1bb671097b4e7b8d6392a6b69d3abdced434a24315",
+    "0016_lock_screen_progress": "1d337f16f66cd9441eb194233da6617ebd50ffd0db5963bbe2e340733a765242",
 }
 
 
