@@ -101,6 +101,8 @@ class ProgressPushes:
                 "messages": len(messages),
                 "delivered": delivered,
                 "dead": len(android_dead) + int(live_activity_dead),
+                # Not retried: the next update, or the end, catches up; a setup error shows here.
+                "errors": sorted({r.code or "?" for r in results if r.outcome is not SendOutcome.DELIVERED}),
             },
         )
         if self.metrics is not None:

@@ -57,6 +57,14 @@ def test_values_are_parsed() -> None:
         ({"LISTENER_CONCURRENCY": "0"}, "LISTENER_CONCURRENCY must be at least 1, got 0"),
         ({"LISTENER_POLL_INTERVAL": "-1"}, "LISTENER_POLL_INTERVAL must be more than 0, got -1.0"),
         ({"LISTENER_LOG_FORMAT": "xml"}, "LISTENER_LOG_FORMAT must be json or text, got 'xml'"),
+        (
+            {"LISTENER_PROGRESS_PUSH_GAP": "5"},
+            "LISTENER_PROGRESS_PUSH_GAP must be from 15 to 30 seconds, got 5",
+        ),
+        (
+            {"LISTENER_PROGRESS_TEXT_GENERATING_BODY": "{name} {progress}%"},
+            "LISTENER_PROGRESS_TEXT_GENERATING_BODY is not a template of {model_name} and {progress}",
+        ),
         ({"STORAGE_S3_SECRET_ACCESS_KEY": ""}, "STORAGE_S3_SECRET_ACCESS_KEY is not set"),
         ({"FIREBASE_CREDENTIALS": "/nonexistent/sa.json"}, "FIREBASE_CREDENTIALS names no readable file"),
     ],
