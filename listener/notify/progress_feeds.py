@@ -177,7 +177,7 @@ class ProgressFeeds:
 
     async def _cancelled(self, feed: _Feed) -> bool:
         try:
-            async with asyncio.timeout(self._timeout_s):
+            async with self._slots, asyncio.timeout(self._timeout_s):  # a database read, bounded alike
                 return await self._is_cancelled(feed.model_id)
         except Exception as exc:  # unknown: no end is better than a false one
             log.warning("progress_status_unknown", extra={"error": f"{type(exc).__name__}: {exc}"})
