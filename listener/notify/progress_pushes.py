@@ -8,6 +8,7 @@ its result and its notification row stay the notifier's alone.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -18,13 +19,17 @@ from typing import Protocol
 
 from listener.core.milestones import Stage
 from listener.metrics import Metrics
-from listener.notify.messages import ProgressMessage, ProgressSender, SendOutcome
+from listener.notify.messages import ProgressMessage, ProgressSender, SendOutcome, SendResult
 from listener.notify.notifier import RELATED_TYPE
 from listener.notify.progress_feeds import RowUpdate
 from listener.notify.progress_texts import PROGRESS_TYPE, ProgressTexts, ProgressWords
 from listener.notify.texts import NotificationTexts
 
 log = logging.getLogger(__name__)
+
+# A middle update that fails is left to the next one; the end, which none follows, is sent
+# once more after this pause (well within the feed's timeout for one delivery).
+END_RETRY_AFTER_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ class ProgressPushes:
         messages = self.messages(update, targets)
         if not messages:
             return
-        results = await self.sender.send_progress(messages)
+        results = await self._send(messages, again=update.milestone.stage.is_end)
         outcomes = list(zip(messages, results, strict=True))
         dead = SendOutcome.DEAD_TOKEN
         android_dead = [m.token for m, r in outcomes if not m.is_live_activity and r.outcome is dead]
@@ -108,6 +113,18 @@ class ProgressPushes:
         if self.metrics is not None:
             self.metrics.progress_pushes_sent.inc(delivered)
             self.metrics.progress_pushes_failed.inc(len(results) - delivered)
+
+    async def _send(self, messages: list[ProgressMessage], *, again: bool) -> list[SendResult]:
+        """Sends; an end that met a passing error is sent once more, as nothing follows it."""
+        results = await self.sender.send_progress(messages)
+        retry = [i for i, r in enumerate(results) if r.outcome is SendOutcome.RETRYABLE]
+        if again and retry:
+            await asyncio.sleep(END_RETRY_AFTER_S)
+            for i, result in zip(
+                retry, await self.sender.send_progress([messages[i] for i in retry]), strict=True
+            ):
+                results[i] = result
+        return results
 
     def messages(self, update: RowUpdate, targets: ProgressTargets) -> list[ProgressMessage]:
         """One message per Android token and one for the Live Activity, all collapsing on the row's id."""

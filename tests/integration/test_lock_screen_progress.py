@@ -262,6 +262,23 @@ async def test_each_update_has_the_shape_each_platform_expects(
     assert aps["content-state"]["title"] == "AI 모델 생성 실패"
 
 
+async def test_an_end_that_meets_fcm_unavailable_is_sent_once_more_and_a_middle_update_is_not(
+    conn: asyncpg.Connection, fcm: FakeFcm, pushes: tuple[ProgressPushes, ProgressStore]
+) -> None:
+    progress, _ = pushes
+    user = await add_owner(conn, {"android-1": "android"}, progress_on=True)
+    model_id = await insert_model(conn, user, model_name="Boat")
+    fcm.fail_next = [503]
+    await progress.deliver(RowUpdate(model_id, user, "Boat", Milestone(Stage.GENERATING, 26)))
+    fcm.fail_next = [503]
+    await progress.deliver(RowUpdate(model_id, user, "Boat", Milestone(Stage.COMPLETED, 100)))
+    assert [(stage_of(r), r.status) for r in fcm.requests] == [
+        ("generating 26", 503),
+        ("completed 100", 503),
+        ("completed 100", 200),
+    ]
+
+
 async def test_dead_tokens_are_dropped_and_a_cancelled_row_ends_its_live_activity(
     conn: asyncpg.Connection, fcm: FakeFcm, pushes: tuple[ProgressPushes, ProgressStore]
 ) -> None:
