@@ -89,6 +89,12 @@ class Metrics:
         self.bytes_uploaded = Counter("listener_uploaded_bytes", "Bytes uploaded to Storage.", registry=r)
         self.pushes_sent = Counter("listener_pushes_sent", "Push messages FCM accepted.", registry=r)
         self.pushes_failed = Counter("listener_pushes_failed", "Push messages FCM refused.", registry=r)
+        self.progress_pushes_sent = Counter(
+            "listener_progress_pushes_sent", "Lock-screen progress updates FCM accepted.", registry=r
+        )
+        self.progress_pushes_failed = Counter(
+            "listener_progress_pushes_failed", "Lock-screen progress updates FCM refused.", registry=r
+        )
         self.reconnects = Counter(
             "listener_listen_reconnects", "Reconnects of the LISTEN connection.", registry=r
         )

@@ -500,6 +500,20 @@ END
 $$;
 
 
+--
+-- Name: touch_updated_at(); Type: FUNCTION; Schema: listener; Owner: -
+--
+
+CREATE FUNCTION listener.touch_updated_at() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -739,6 +753,22 @@ CREATE TABLE public.ai_generated_models (
 
 
 --
+-- Name: live_activity_tokens; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.live_activity_tokens (
+    model_id uuid NOT NULL,
+    user_id uuid DEFAULT auth.uid() NOT NULL,
+    activity_token text NOT NULL,
+    device_token text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT live_activity_tokens_activity_token_check CHECK (((length(activity_token) >= 1) AND (length(activity_token) <= 512))),
+    CONSTRAINT live_activity_tokens_device_token_check CHECK (((length(device_token) >= 1) AND (length(device_token) <= 4096)))
+);
+
+
+--
 -- Name: notifications; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -759,11 +789,33 @@ CREATE TABLE public.notifications (
 
 
 --
+-- Name: user_notification_settings; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.user_notification_settings (
+    user_id uuid NOT NULL,
+    push_notifications boolean DEFAULT true NOT NULL,
+    ai_complete_enabled boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    ai_progress_enabled boolean DEFAULT false NOT NULL
+);
+
+
+--
 -- Name: ai_generated_models ai_generated_models_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
 ALTER TABLE ONLY public.ai_generated_models
     ADD CONSTRAINT ai_generated_models_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: live_activity_tokens live_activity_tokens_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.live_activity_tokens
+    ADD CONSTRAINT live_activity_tokens_pkey PRIMARY KEY (model_id);
 
 
 --
@@ -775,10 +827,25 @@ ALTER TABLE ONLY public.notifications
 
 
 --
+-- Name: user_notification_settings user_notification_settings_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.user_notification_settings
+    ADD CONSTRAINT user_notification_settings_pkey PRIMARY KEY (user_id);
+
+
+--
 -- Name: ai_generated_models_user_id_idx; Type: INDEX; Schema: public; Owner: -
 --
 
 CREATE INDEX ai_generated_models_user_id_idx ON public.ai_generated_models USING btree (user_id);
+
+
+--
+-- Name: live_activity_tokens_user_id_idx; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX live_activity_tokens_user_id_idx ON public.live_activity_tokens USING btree (user_id);
 
 
 --
@@ -824,6 +891,13 @@ CREATE TRIGGER listener_guard BEFORE INSERT OR UPDATE ON public.ai_generated_mod
 
 
 --
+-- Name: live_activity_tokens live_activity_tokens_updated_at; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER live_activity_tokens_updated_at BEFORE UPDATE ON public.live_activity_tokens FOR EACH ROW EXECUTE FUNCTION listener.touch_updated_at();
+
+
+--
 -- Name: ai_generated_models update_ai_generated_models_updated_at; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -831,10 +905,24 @@ CREATE TRIGGER update_ai_generated_models_updated_at BEFORE UPDATE ON public.ai_
 
 
 --
+-- Name: live_activity_tokens live_activity_tokens_model_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.live_activity_tokens
+    ADD CONSTRAINT live_activity_tokens_model_id_fkey FOREIGN KEY (model_id) REFERENCES public.ai_generated_models(id) ON DELETE CASCADE;
+
+
+--
 -- Name: ai_generated_models; Type: ROW SECURITY; Schema: public; Owner: -
 --
 
 ALTER TABLE public.ai_generated_models ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: live_activity_tokens; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.live_activity_tokens ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: notifications; Type: ROW SECURITY; Schema: public; Owner: -
@@ -850,10 +938,24 @@ CREATE POLICY owner_delete ON public.ai_generated_models FOR DELETE USING ((auth
 
 
 --
+-- Name: live_activity_tokens owner_delete; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY owner_delete ON public.live_activity_tokens FOR DELETE TO authenticated USING ((user_id = auth.uid()));
+
+
+--
 -- Name: notifications owner_delete; Type: POLICY; Schema: public; Owner: -
 --
 
 CREATE POLICY owner_delete ON public.notifications FOR DELETE USING ((auth.uid() = user_id));
+
+
+--
+-- Name: user_notification_settings owner_delete; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY owner_delete ON public.user_notification_settings FOR DELETE USING ((auth.uid() = user_id));
 
 
 --
@@ -864,10 +966,26 @@ CREATE POLICY owner_insert ON public.ai_generated_models FOR INSERT WITH CHECK (
 
 
 --
+-- Name: live_activity_tokens owner_insert; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY owner_insert ON public.live_activity_tokens FOR INSERT TO authenticated WITH CHECK (((user_id = auth.uid()) AND (EXISTS ( SELECT 1
+   FROM public.ai_generated_models m
+  WHERE ((m.id = live_activity_tokens.model_id) AND (m.user_id = auth.uid()))))));
+
+
+--
 -- Name: notifications owner_insert; Type: POLICY; Schema: public; Owner: -
 --
 
 CREATE POLICY owner_insert ON public.notifications FOR INSERT WITH CHECK ((auth.uid() = user_id));
+
+
+--
+-- Name: user_notification_settings owner_insert; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY owner_insert ON public.user_notification_settings FOR INSERT WITH CHECK ((auth.uid() = user_id));
 
 
 --
@@ -878,10 +996,24 @@ CREATE POLICY owner_select ON public.ai_generated_models FOR SELECT USING ((auth
 
 
 --
+-- Name: live_activity_tokens owner_select; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY owner_select ON public.live_activity_tokens FOR SELECT TO authenticated USING ((user_id = auth.uid()));
+
+
+--
 -- Name: notifications owner_select; Type: POLICY; Schema: public; Owner: -
 --
 
 CREATE POLICY owner_select ON public.notifications FOR SELECT USING ((auth.uid() = user_id));
+
+
+--
+-- Name: user_notification_settings owner_select; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY owner_select ON public.user_notification_settings FOR SELECT USING ((auth.uid() = user_id));
 
 
 --
@@ -892,10 +1024,26 @@ CREATE POLICY owner_update ON public.ai_generated_models FOR UPDATE USING ((auth
 
 
 --
+-- Name: live_activity_tokens owner_update; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY owner_update ON public.live_activity_tokens FOR UPDATE TO authenticated USING ((user_id = auth.uid())) WITH CHECK (((user_id = auth.uid()) AND (EXISTS ( SELECT 1
+   FROM public.ai_generated_models m
+  WHERE ((m.id = live_activity_tokens.model_id) AND (m.user_id = auth.uid()))))));
+
+
+--
 -- Name: notifications owner_update; Type: POLICY; Schema: public; Owner: -
 --
 
 CREATE POLICY owner_update ON public.notifications FOR UPDATE USING ((auth.uid() = user_id)) WITH CHECK ((auth.uid() = user_id));
+
+
+--
+-- Name: user_notification_settings owner_update; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY owner_update ON public.user_notification_settings FOR UPDATE USING ((auth.uid() = user_id)) WITH CHECK ((auth.uid() = user_id));
 
 
 --
@@ -904,6 +1052,12 @@ CREATE POLICY owner_update ON public.notifications FOR UPDATE USING ((auth.uid()
 
 CREATE POLICY public_select ON public.ai_generated_models FOR SELECT USING (is_public);
 
+
+--
+-- Name: user_notification_settings; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.user_notification_settings ENABLE ROW LEVEL SECURITY;
 
 --
 -- PostgreSQL database dump complete

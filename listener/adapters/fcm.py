@@ -16,10 +16,10 @@ import json
 import logging
 import uuid
 import warnings
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import firebase_admin
 import google.auth.exceptions
@@ -27,11 +27,14 @@ import google.auth.transport.requests
 import httpx
 from firebase_admin import _http_client, _retry, credentials, exceptions, messaging
 
+from listener.adapters.fcm_progress import to_fcm_progress_message
 from listener.errors import ConfigError
-from listener.notify.messages import PushMessage, SendOutcome, SendResult
+from listener.notify.messages import ProgressMessage, PushMessage, SendOutcome, SendResult
 from listener.redact import register_secret
 
 log = logging.getLogger(__name__)
+# A completion push or a lock-screen update: each has a token and its own firebase-admin shape.
+M = TypeVar("M", PushMessage, ProgressMessage)
 
 FCM_BASE_URL = "https://fcm.googleapis.com"
 # What the mobile app expects of every push.
@@ -215,23 +218,36 @@ class FcmSender:
 
     async def send(self, messages: Sequence[PushMessage]) -> list[SendResult]:
         """One result per message, in order; never raises but for cancellation."""
+        return await self._send_all(messages, to_fcm_message)
+
+    async def send_progress(self, messages: Sequence[ProgressMessage]) -> list[SendResult]:
+        """One result per lock-screen update, in order; never raises but for cancellation."""
+        return await self._send_all(messages, to_fcm_progress_message)
+
+    async def _send_all(
+        self, messages: Sequence[M], build: Callable[[M], messaging.Message]
+    ) -> list[SendResult]:
         results: list[SendResult] = []
         for start in range(0, len(messages), MAX_BATCH):
-            results.extend(await self._send_batch(messages[start : start + MAX_BATCH]))
+            results.extend(await self._send_batch(messages[start : start + MAX_BATCH], build))
         return results
 
-    async def _send_batch(self, batch: Sequence[PushMessage]) -> list[SendResult]:
+    async def _send_batch(
+        self, batch: Sequence[M], build: Callable[[M], messaging.Message]
+    ) -> list[SendResult]:
         if not batch:
             return []
         try:
-            return await self._send_batch_or_raise(batch)
+            return await self._send_batch_or_raise(batch, build)
         except Exception as exc:
             # firebase-admin's internals moved, or it broke in a way not foreseen: the setup's
             # fault, never a token's; told once as a configuration error, nothing deactivated.
             detail = f"{type(exc).__name__}: {exc}"
             return [SendResult(m.token, SendOutcome.CONFIG_ERROR, "SDK", detail) for m in batch]
 
-    async def _send_batch_or_raise(self, batch: Sequence[PushMessage]) -> list[SendResult]:
+    async def _send_batch_or_raise(
+        self, batch: Sequence[M], build: Callable[[M], messaging.Message]
+    ) -> list[SendResult]:
         try:
             live = await self._ensure_live()
         except ConfigError as exc:
@@ -241,7 +257,7 @@ class FcmSender:
         except google.auth.exceptions.GoogleAuthError as exc:
             return [self._auth_failure(m.token, exc) for m in batch]
         try:
-            response = await messaging.send_each_async([to_fcm_message(m) for m in batch], app=live.app)
+            response = await messaging.send_each_async([build(m) for m in batch], app=live.app)
         except ValueError as exc:  # firebase-admin refused to build the payload
             return [SendResult(m.token, SendOutcome.CONFIG_ERROR, "PAYLOAD", str(exc)) for m in batch]
         except exceptions.FirebaseError as exc:

@@ -28,6 +28,7 @@ from listener.core.supervisor import Supervisor, SupervisorSettings
 from listener.errors import DatabaseUnavailable
 from listener.metrics import Metrics
 from listener.notify.notifier import Notifier, PushNotifier
+from listener.notify.progress_feeds import Deliver
 from listener.redact import redact_url
 from listener.retry import RetryPolicy
 
@@ -96,6 +97,7 @@ async def serve(
     stop: asyncio.Event,
     *,
     notifier: Notifier | None = None,
+    progress: Deliver | None = None,
     retry: RetryPolicy | None = None,
     sweep_interval_s: float = 5.0,
     storage_recheck_s: float = CHECK_WHILE_BROKEN_S,
@@ -138,7 +140,7 @@ async def serve(
     )
     await health.start()
     try:
-        async with wired(settings, metrics, storage_state, ai_state, storage_recheck_s) as adapters:
+        async with wired(settings, metrics, storage_state, ai_state, storage_recheck_s, progress) as adapters:
             if not await wait_for_database(adapters.pg, stop):
                 log.info("listener_stopped_before_start")
                 return None
@@ -192,6 +194,7 @@ async def _serve_started(
         notify=notifier.model_finished,
         metrics=metrics,
         claim_gate=adapters.rows.ai_state,
+        milestones=adapters.rows.milestones,
     )
     await supervisor.start()
     readiness.pg, readiness.supervisor = adapters.pg, supervisor

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from listener.adapters.storage.config import StorageConfig
 from listener.errors import ConfigError
+from listener.notify.progress_texts import ProgressTexts
 from listener.notify.texts import NotificationTexts
 from listener.redact import redact_url
 from listener.urls import origin_of
@@ -81,6 +82,22 @@ SETTINGS_DOCS = (
         "LISTENER_SPOOL_MAX_BYTES", "8589934592", "most bytes all rows in flight may hold in the spool"
     ),
     SettingDoc(
+        "LISTENER_PROGRESS_PUSHES",
+        "true",
+        "false: no lock-screen progress (Live Activity updates, Android progress); the completion push stays",
+    ),
+    SettingDoc(
+        "LISTENER_PROGRESS_PUSH_GAP",
+        "20",
+        "least seconds between two lock-screen updates of a row (15 to 30; the end is never held back)",
+    ),
+    SettingDoc(
+        "LISTENER_PROGRESS_TEXT_*",
+        "the app's texts",
+        "TITLE, STARTED_BODY(_EN), GENERATING_BODY(_EN), UPLOADING_BODY(_EN), CANCELLED_TITLE, "
+        "CANCELLED_BODY(_EN): templates with {model_name} and {progress}",
+    ),
+    SettingDoc(
         "LISTENER_PUSH_*",
         "the app's texts",
         "COMPLETE_TITLE, COMPLETE_BODY, COMPLETE_BODY_EN, FAILED_TITLE, FAILED_BODY, FAILED_BODY_EN: "
@@ -118,8 +135,14 @@ class Settings:
     dashboard_allow_http: bool = False
     db_pool_size: int = 5
     storage_hold_s: float = 6 * 3600.0
+    progress_pushes: bool = True
+    progress_push_gap_s: float = 20.0
+    progress_texts: ProgressTexts = field(default_factory=ProgressTexts)
 
 
+# Apple budgets a Live Activity's updates; one every 15-30 s keeps well within it and is
+# all a glance at a lock screen needs.
+PROGRESS_PUSH_GAP_RANGE_S = (15.0, 30.0)
 TRANSACTION_POOLER_PORT = 6543
 # A dashboard token shorter than this could be guessed; 32 characters of token_urlsafe are
 # 192 bits.
@@ -198,6 +221,12 @@ class _Reader:
             self._problem(f"{name} must be more than 0, got {value}")
         return value
 
+    def seconds_within(self, name: str, default: float, least: float, most: float) -> float:
+        value = self._parsed(name, default, float, "a number of seconds")
+        if not least <= value <= most:
+            self._problem(f"{name} must be from {least:g} to {most:g} seconds, got {value:g}")
+        return value
+
     def flag(self, name: str, default: bool) -> bool:
         value = self.text(name, "true" if default else "false").lower()
         if value not in ("true", "false"):
@@ -270,6 +299,13 @@ class _Reader:
             self._problem(f"{name} names no readable file: {value}")
         return Path(value) if value else None
 
+    def progress_texts(self) -> ProgressTexts:
+        try:
+            return ProgressTexts.from_env(self.env)
+        except ConfigError as exc:
+            self._problem(str(exc))
+            return ProgressTexts()
+
     def push_texts(self) -> NotificationTexts:
         try:
             return NotificationTexts.from_env(self.env)
@@ -326,6 +362,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         dashboard_allow_http=read.flag("LISTENER_DASHBOARD_ALLOW_HTTP", False),
         db_pool_size=read.positive_int("LISTENER_DB_POOL_SIZE", 5),
         storage_hold_s=read.positive_float("LISTENER_STORAGE_HOLD", 6 * 3600.0),
+        progress_pushes=read.flag("LISTENER_PROGRESS_PUSHES", True),
+        progress_push_gap_s=read.seconds_within(
+            "LISTENER_PROGRESS_PUSH_GAP", 20.0, *PROGRESS_PUSH_GAP_RANGE_S
+        ),
+        progress_texts=read.progress_texts(),
     )
     read.check()
     return settings

@@ -20,17 +20,21 @@ from listener.adapters.fcm import FcmSender
 from listener.adapters.postgres.jobs import PgJobStore
 from listener.adapters.postgres.listen import PgListener
 from listener.adapters.postgres.pool import PgPool
+from listener.adapters.postgres.progress_store import ProgressStore
 from listener.adapters.postgres.push_store import PushStore
 from listener.adapters.source_images import SourceImageFetcher
 from listener.adapters.storage.s3 import Storage
 from listener.adapters.storage.watch import StorageWatch
 from listener.app.settings import Settings
+from listener.core.milestones import Milestones, NoMilestones
 from listener.core.ports import RowDependencies
 from listener.core.reachability import Reachability
 from listener.core.spool import SpoolBudget
 from listener.core.storage_state import StorageState
 from listener.metrics import Metrics
 from listener.notify.notifier import PushNotifier
+from listener.notify.progress_feeds import Deliver, ProgressFeeds
+from listener.notify.progress_pushes import ProgressPushes
 from listener.retry import RetryPolicy
 
 # Waiting for a free connection of the pool is not timed (a burst of rows only queues);
@@ -62,8 +66,12 @@ async def wired(
     storage_state: StorageState,
     ai_state: Reachability,
     storage_recheck_s: float,
+    progress: Deliver | None = None,
 ) -> AsyncIterator[Adapters]:
-    """Opens every adapter the settings choose, and closes them all when the block ends."""
+    """Opens every adapter the settings choose, and closes them all when the block ends.
+
+    `progress` delivers lock-screen updates in place of FCM (the demo logs them).
+    """
     async with (
         PgPool.connect(settings.database_url, max_size=settings.db_pool_size) as pg,
         aiohttp.ClientSession(timeout=HTTP_TIMEOUT, connector=aiohttp.TCPConnector(limit=256)) as http,
@@ -77,6 +85,7 @@ async def wired(
     ):
         sender = _push_sender(settings)
         jobs = PgJobStore(pg)
+        milestones = _progress_feeds(settings, pg, sender, metrics, progress)
         ai = AIClient(settings.ai_url, http, submit_http, result_origins=settings.result_origins)
         rows = RowDependencies(
             db=jobs,
@@ -87,6 +96,7 @@ async def wired(
             spool=SpoolBudget(settings.spool_max_bytes),
             storage_state=storage_state,
             ai_state=ai_state,
+            milestones=milestones,
         )
         try:
             yield Adapters(
@@ -101,6 +111,8 @@ async def wired(
                 sender=sender,
             )
         finally:
+            if isinstance(milestones, ProgressFeeds):
+                await milestones.aclose()
             if sender is not None:
                 await sender.aclose()
 
@@ -110,3 +122,17 @@ def _push_sender(settings: Settings) -> FcmSender | None:
     if settings.firebase_credentials is None:
         return None
     return FcmSender.from_credentials(settings.firebase_credentials, settings.fcm_endpoint)
+
+
+def _progress_feeds(
+    settings: Settings, pg: PgPool, sender: FcmSender | None, metrics: Metrics, deliver: Deliver | None
+) -> Milestones:
+    """Lock-screen progress through the push sender (or `deliver`), or nowhere when it is off."""
+    if not settings.progress_pushes or (sender is None and deliver is None):
+        return NoMilestones()
+    store = ProgressStore(pg)
+    if deliver is None:
+        assert sender is not None
+        texts = settings.progress_texts
+        deliver = ProgressPushes(store, sender, texts, settings.push_texts, metrics=metrics).deliver
+    return ProgressFeeds(deliver, store.is_cancelled, gap_s=settings.progress_push_gap_s)

@@ -21,6 +21,7 @@ from listener.core.data import (
     JobOutcome,
     TaskState,
 )
+from listener.core.milestones import MilestoneTracker
 from listener.core.ports import GenerationSettings, JobStore, RowDependencies
 from listener.core.progress import FETCHED, UPLOADED, ProgressReporter, from_ai_progress
 from listener.core.results import ResultFiles
@@ -122,6 +123,7 @@ class Generation:
         self.progress = ProgressReporter(
             self._write_progress, start=job.progress, interval_s=settings.progress_interval_s
         )
+        self.milestones = MilestoneTracker(job, clients.milestones.reached)
         age = job.submitted_age_s if job.ai_task_id is not None and job.submitted_age_s is not None else 0.0
         # When the row fails as timed out (time.monotonic()): counted from the submission, or
         # from the claim while nothing is submitted yet. It bounds every step, hung ones too.
@@ -157,6 +159,7 @@ class Generation:
             self.results.check_bucket_takes_the_model()
             self.step = FailureKind.SUBMIT
             await self._submit(request)
+            self.milestones.started()
             await asyncio.sleep(self.settings.poll_interval_s)  # the task has only just started
         else:
             log.info("job_resumed", extra={"ai_task_id": self.task_id, "attempt": self.job.attempts})
@@ -172,6 +175,7 @@ class Generation:
         self.step = FailureKind.FETCH
         fetched = await self.results.fetch_all(state)
         await self.progress.report(FETCHED, force=True)
+        self.milestones.uploading(FETCHED)
         self.step = FailureKind.UPLOAD
         results = await self.results.upload_all(fetched, self.task_id)
         await self.progress.report(UPLOADED, force=True)
@@ -290,6 +294,7 @@ class Generation:
             if state.finished:
                 return state
             await self.progress.report(from_ai_progress(state.progress))
+            self.milestones.progressed(self.progress.latest)
             delay = min(self.settings.poll_interval_s, max(0.0, self.deadline - time.monotonic()))
             due = time.monotonic() + delay
             await asyncio.sleep(delay)

@@ -21,6 +21,7 @@ from listener.core.data import (
     ModelRequest,
     TaskState,
 )
+from listener.core.milestones import Milestones, NoMilestones
 from listener.core.reachability import Reachability
 from listener.core.spool import SpoolBudget
 from listener.core.storage_state import StorageState
@@ -193,3 +194,5 @@ class RowDependencies:
     storage_state: StorageState = field(default_factory=StorageState)
     # Whether the AI server takes submissions now (kept by the replica's check and by rows).
     ai_state: Reachability = field(default_factory=Reachability)
+    # Where the row's lock-screen milestones go (fire and forget; nowhere unless wired).
+    milestones: Milestones = field(default_factory=NoMilestones)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from listener.core.data import ClaimedJob, Ending, FinishedRow, JobOutcome
+from listener.core.milestones import Milestones, NoMilestones
 from listener.core.ports import LeaseStore, WakeUpSource
 from listener.core.reachability import Reachability
 from listener.errors import FailureKind, TransientError
@@ -63,6 +64,7 @@ class Supervisor:
         notify: Notify,
         metrics: Metrics,
         claim_gate: Reachability | None = None,
+        milestones: Milestones | None = None,
     ) -> None:
         self.leases = leases
         self.wake_ups = wake_ups
@@ -72,6 +74,8 @@ class Supervisor:
         self.run_job = run_job
         self.notify = notify
         self.metrics = metrics
+        # Told when each row's coroutine ends, so that its lock-screen updates end with it.
+        self.milestones = milestones or NoMilestones()
         self.running: dict[uuid.UUID, asyncio.Task[JobOutcome]] = {}
         # When each running row was claimed (monotonic), and how long it had queued by then.
         self._claimed: dict[uuid.UUID, tuple[float, float]] = {}
@@ -222,6 +226,8 @@ class Supervisor:
         self.running.pop(model_id, None)
         claimed_at, queued_s = self._claimed.pop(model_id, (time.monotonic(), 0.0))
         self.metrics.rows_in_flight.set(len(self.running))
+        finished = task.result().finished if not task.cancelled() and task.exception() is None else None
+        self._end_milestones(model_id, finished)
         if task.cancelled():
             if not self._stopping:
                 self.metrics.rows_cancelled.inc()
@@ -238,6 +244,12 @@ class Supervisor:
                 self._tell_owner(result.finished)
         if not self._stopping:
             self._wake.set()
+
+    def _end_milestones(self, model_id: uuid.UUID, finished: FinishedRow | None) -> None:
+        try:
+            self.milestones.ended(model_id, finished)
+        except Exception:  # the lock screen's news never stops the supervisor
+            log.exception("milestones_not_ended", extra={"model_id": str(model_id)})
 
     def _tell_owner(self, finished: FinishedRow) -> None:
         push = asyncio.create_task(self.notify(finished), name=f"push-{finished.model_id}")
@@ -259,6 +271,7 @@ class Supervisor:
                 for finished in await self.leases.give_up_jobs(MAX_CLAIMS):
                     log.warning("job_given_up", extra={"model_id": str(finished.model_id)})
                     self.metrics.rows_failed.labels(FailureKind.GIVEN_UP).inc()
+                    self._end_milestones(finished.model_id, finished)
                     self._tell_owner(finished)
                     found += 1
                 expired = await self.leases.release_expired_leases()

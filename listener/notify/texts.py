@@ -4,11 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 from listener.errors import ConfigError
 
 COMPLETE_TYPE = "ai_model_complete"
 FAILED_TYPE = "ai_model_failed"
+
+
+def templates_from_env(
+    cls: type[Any], env: Mapping[str, str], prefix: str, sample: Mapping[str, str]
+) -> dict[str, str]:
+    """The fields of `cls` that `prefix`+FIELD overrides, each checked to format with `sample`'s names."""
+    chosen: dict[str, str] = {}
+    names = " and ".join(f"{{{name}}}" for name in sample)
+    for field in fields(cls):
+        name = f"{prefix}{field.name.upper()}"
+        value = env.get(name)
+        if value is None or field.name.startswith("unknown_reason"):
+            continue
+        if not value.strip():
+            raise ConfigError(f"{name} is empty")
+        try:
+            value.format_map(dict(sample))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise ConfigError(f"{name} is not a template of {names}: {exc}") from exc
+        chosen[field.name] = value
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -37,22 +59,7 @@ class NotificationTexts:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NotificationTexts:
         """The defaults, with the LISTENER_PUSH_* overrides that are set; a bad template is a ConfigError."""
-        chosen: dict[str, str] = {}
-        for field in fields(cls):
-            name = f"LISTENER_PUSH_{field.name.upper()}"
-            value = env.get(name)
-            if value is None or field.name.startswith("unknown_reason"):
-                continue
-            if not value.strip():
-                raise ConfigError(f"{name} is empty")
-            try:
-                value.format_map({"model_name": "m", "reason": "r"})
-            except (KeyError, IndexError, ValueError, AttributeError) as exc:
-                raise ConfigError(
-                    f"{name} is not a template of {{model_name}} and {{reason}}: {exc}"
-                ) from exc
-            chosen[field.name] = value
-        return cls(**chosen)
+        return cls(**templates_from_env(cls, env, "LISTENER_PUSH_", {"model_name": "m", "reason": "r"}))
 
     def render(self, outcome: str, model_name: str, reason: str | None) -> Rendered:
         """The title and messages for a row that ended with `outcome`."""

@@ -31,6 +31,7 @@ from listener.app.settings import load_settings
 from listener.app.status import bar
 from listener.logs import JsonFormatter, quiet_noisy_loggers
 from listener.notify.notifier import LogNotifier
+from listener.notify.progress_pushes import LogProgress
 from listener.playground.embedded import EmbeddedPostgres
 from listener.playground.local_env import local_env
 from listener.playground.local_s3 import LocalS3
@@ -56,6 +57,10 @@ ROWS_DEADLINE_S = 60.0
 REFRESH_S = 0.25
 CANCEL_AT_PROGRESS = 20  # the owner changes their mind once the bar is this far
 MIN_DURATION_S, DURATION_SPREAD_S = 3.0, 5.0  # each generation takes 3 to 8 s
+# Lock-screen updates at the demo's pace: a generation takes seconds here, not minutes, so
+# the 20 s between a row's updates shrinks as much (a 5-minute model in 5 s is 60 times faster).
+LOCK_SCREEN_GAP_S = 0.5
+LOCK_SCREEN_ENDS_WAIT_S = 3.0
 
 
 @dataclasses.dataclass
@@ -126,6 +131,7 @@ class Demo:
             SimulatorConfig(duration_s=MIN_DURATION_S, duration_spread_s=DURATION_SPREAD_S)
         )
         self.cleanup = contextlib.AsyncExitStack()
+        self.lock_screen = LogProgress()  # what each row's lock screen was told
         self.workdir: Path | None = None
         self.phase = "working"  # then "idle" (--keep-running) and "cleaning"
         self.interrupted = asyncio.Event()
@@ -169,6 +175,7 @@ class Demo:
             await self._start()
             await self._insert_rows()
             await self._watch()
+            await self._wait_for_lock_screen_ends()
             self.code = self._summary()
             if self.keep_running:
                 await self._print_endpoints()
@@ -207,11 +214,17 @@ class Demo:
         self._say(f"AI server  {ai_url}  (simulated: 3-8 s per model)")
         self._say(f"S3         {storage.endpoint_url}  (bucket {storage.bucket})")
         self._say(f"listener logs (JSON) go to {log_path}; pushes are logged there too\n")
-        self.settings = dataclasses.replace(load_settings(self._env(dsn, ai_url, storage)), storage=storage)
+        self.settings = dataclasses.replace(
+            load_settings(self._env(dsn, ai_url, storage)),
+            storage=storage,
+            progress_push_gap_s=LOCK_SCREEN_GAP_S,
+        )
         register_secret(storage.secret_access_key)  # as `listener run` does
         register_secret(self.dashboard_token)
         stop = asyncio.Event()
-        self.listener = asyncio.create_task(serve(self.settings, stop, notifier=LogNotifier()))
+        self.listener = asyncio.create_task(
+            serve(self.settings, stop, notifier=LogNotifier(), progress=self.lock_screen.deliver)
+        )
         self.cleanup.push_async_callback(_stop_listener, stop, self.listener)
 
     def _env(self, dsn: str, ai_url: str, storage: StorageConfig) -> dict[str, str]:
@@ -303,6 +316,15 @@ class Demo:
                     self.out.write(row_line(row) + "\n")
         self.out.flush()
 
+    async def _wait_for_lock_screen_ends(self) -> None:
+        """A row's last lock-screen update leaves a moment after its status: waits for it, briefly."""
+        deadline = time.monotonic() + LOCK_SCREEN_ENDS_WAIT_S
+        while time.monotonic() < deadline:
+            told = [self.lock_screen.told.get(row.model_id) for row in self.rows if row.model_id]
+            if all(t and t[-1].split()[0] in TERMINAL for t in told):
+                return
+            await asyncio.sleep(REFRESH_S)
+
     def _summary(self) -> int:
         unexpected = [row for row in self.rows if row.status != row.expected]
         self._say(f"\nsummary: {len(self.rows)} requests in {time.monotonic() - self.started:.1f} s")
@@ -313,6 +335,8 @@ class Demo:
                 f"{row.number:>2}  {row.model_name[:24]:<24} {row.kind:<6} {row.status:<10} "
                 f"{row.took_s:>5.1f} s  {row.result}{wrong}"
             )
+            told = self.lock_screen.told.get(row.model_id) if row.model_id else None
+            self._say(f"{'':>4}lock screen ({len(told or [])}): {', '.join(told or ['nothing'])}")
         if unexpected:
             self._say(f"{len(unexpected)} of {len(self.rows)} rows did not end as expected")
             return 1

@@ -40,10 +40,11 @@ FROM public.ai_generated_models ORDER BY id
 """
 
 # The app's foreign keys to the table (the listener's own, from listener.jobs, is not among them).
+# The app's own: the listener's live_activity_tokens (0016) references the table too.
 APP_FOREIGN_KEYS = """
 SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint
 WHERE contype = 'f' AND confrelid = 'public.ai_generated_models'::regclass
-  AND connamespace = 'public'::regnamespace
+  AND connamespace = 'public'::regnamespace AND conrelid::regclass::text <> 'live_activity_tokens'
 ORDER BY 1
 """
 

@@ -28,6 +28,7 @@ RELEASED = {
     "0014_limits_per_statement": "4898619ba8f7022b338dce42d18727ae1079aeaf8b63561a8669d31cb316bc15",
     "0015_requests_by_time": "27e53f40cbc1ae8a187a5c1bb671097b4e7b8d6392a6b69d3abdced434a24315",
     "0016_files_of_cancelled_rows": "f4579d8d04f5e0caf42dc3b78a3dbce27be5b3d638cdf53c4dfcd7e14afb1b66",
+    "0017_lock_screen_progress": "1d337f16f66cd9441eb194233da6617ebd50ffd0db5963bbe2e340733a765242",
 }
 
 

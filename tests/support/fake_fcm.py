@@ -13,6 +13,7 @@ import base64
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,7 @@ class FakeFcm:
     # While set and not yet released, token requests wait (a process can be killed there).
     token_gate: asyncio.Event | None = None
     requests: list[FcmRequest] = field(default_factory=list)
+    request_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     token_requests: int = 0
     token_requests_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     issued: set[str] = field(default_factory=set)
@@ -136,6 +138,12 @@ class FakeFcm:
             self.token_gate.set()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def wait_for(self, received: Callable[[list[FcmRequest]], bool]) -> None:
+        """Returns once the requests received so far satisfy `received` (the caller bounds the wait)."""
+        while not received(self.requests):
+            self.request_arrived.clear()
+            await self.request_arrived.wait()
 
     def write_credentials(self, path: Path) -> Path:
         """A service-account file with this server's fresh RSA key and its token_uri; returns `path`."""
@@ -201,6 +209,7 @@ class FakeFcm:
                 f"{error['message']} (request authorization: {request.headers.get('Authorization')})"
             )
         self.requests.append(FcmRequest(body, status, version, dict(request.headers)))
+        self.request_arrived.set()
         return web.json_response(answer, status=status)
 
     def _answer(self, request: web.Request, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:

@@ -21,7 +21,15 @@ from listener.playground.embedded import EmbeddedPostgres
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "sql" / "schema.sql"
 # The listener's schema, then the app's tables it adds columns, constraints and triggers to
 # (pg_dump dumps either a schema's objects or chosen tables, so two dumps).
-DUMPED = (("--schema=listener",), ("--table=public.ai_generated_models", "--table=public.notifications"))
+DUMPED = (
+    ("--schema=listener",),
+    (
+        "--table=public.ai_generated_models",
+        "--table=public.notifications",
+        "--table=public.live_activity_tokens",
+        "--table=public.user_notification_settings",
+    ),
+)
 HEADER = """-- What a fresh database holds after every migration of this folder: the listener's
 -- schema, and the app's tables it changes. Generated, never edited: after adding a
 -- migration, `python -m tests.support.schema` writes it again, and

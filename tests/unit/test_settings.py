@@ -57,6 +57,14 @@ def test_values_are_parsed() -> None:
         ({"LISTENER_CONCURRENCY": "0"}, "LISTENER_CONCURRENCY must be at least 1, got 0"),
         ({"LISTENER_POLL_INTERVAL": "-1"}, "LISTENER_POLL_INTERVAL must be more than 0, got -1.0"),
         ({"LISTENER_LOG_FORMAT": "xml"}, "LISTENER_LOG_FORMAT must be json or text, got 'xml'"),
+        (
+            {"LISTENER_PROGRESS_PUSH_GAP": "5"},
+            "LISTENER_PROGRESS_PUSH_GAP must be from 15 to 30 seconds, got 5",
+        ),
+        (
+            {"LISTENER_PROGRESS_TEXT_GENERATING_BODY": "{name} {progress}%"},
+            "LISTENER_PROGRESS_TEXT_GENERATING_BODY is not a template of {model_name} and {progress}",
+        ),
         ({"STORAGE_S3_SECRET_ACCESS_KEY": ""}, "STORAGE_S3_SECRET_ACCESS_KEY is not set"),
         ({"FIREBASE_CREDENTIALS": "/nonexistent/sa.json"}, "FIREBASE_CREDENTIALS names no readable file"),
     ],
@@ -180,12 +188,15 @@ def test_every_setting_read_is_documented_in_help_and_readme() -> None:
     load_settings(env)
     documented = {doc.name for doc in SETTINGS_DOCS}
     undocumented = {
-        name for name in env.asked if name not in documented and not name.startswith("LISTENER_PUSH_")
+        name
+        for name in env.asked
+        if name not in documented and not name.startswith(("LISTENER_PUSH_", "LISTENER_PROGRESS_TEXT_"))
     }
     assert undocumented == set()
-    assert "LISTENER_PUSH_*" in documented
+    templates = {"LISTENER_PUSH_*", "LISTENER_PROGRESS_TEXT_*"}
+    assert templates <= documented
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    assert [name for name in sorted(documented - {"LISTENER_PUSH_*"}) if f"| `{name}` |" not in readme] == []
+    assert [name for name in sorted(documented - templates) if f"| `{name}` |" not in readme] == []
 
 
 POOLER = "postgresql://postgres.abcdefgh:pw@aws-0-ap-northeast-2.pooler.supabase.com"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from listener.core.data import ClaimedJob, CompletedColumns, Ending, FinishedRow, JobOutcome
+from listener.core.milestones import Milestone
 from listener.core.supervisor import (
     REQUESTS_KEPT_DAYS,
     REQUESTS_PRUNED_PER_SWEEP,
@@ -82,6 +83,19 @@ class FakeRunner:
         return JobOutcome(Ending(outcome))
 
 
+class EndsSeen:
+    """The milestones port, as far as the supervisor uses it: how each row's coroutine ended."""
+
+    def __init__(self) -> None:
+        self.ends: list[tuple[uuid.UUID, str | None]] = []
+
+    def reached(self, job: ClaimedJob, milestone: Milestone) -> None:
+        raise AssertionError("the supervisor reports no milestone of its own")
+
+    def ended(self, model_id: uuid.UUID, finished: FinishedRow | None) -> None:
+        self.ends.append((model_id, finished.status if finished else None))
+
+
 @dataclass
 class Harness:
     """A started supervisor and the fakes around it."""
@@ -93,6 +107,7 @@ class Harness:
     metrics: Metrics
     notified: list[FinishedRow] = field(default_factory=list)
     stopped: bool = False
+    ends: EndsSeen = field(default_factory=EndsSeen)
 
     def add(self, count: int = 1, **overrides: Any) -> list[ClaimedJob]:
         return [self.store.add(claimed_job(**overrides)) for _ in range(count)]
@@ -112,6 +127,7 @@ async def supervising(
 ) -> AsyncIterator[Harness]:
     store, source, metrics = store or FakeJobStore(), FakeWakeUps(), Metrics()
     runner = FakeRunner(store)
+    ends = EndsSeen()
     fields = {
         "owner": OWNER,
         "concurrency": 4,
@@ -126,8 +142,9 @@ async def supervising(
         run_job=runner,
         notify=lambda finished: push(finished),
         metrics=metrics,
+        milestones=ends,
     )
-    harness = Harness(supervisor, store, source, runner, metrics)
+    harness = Harness(supervisor, store, source, runner, metrics, ends=ends)
 
     async def push(finished: FinishedRow) -> None:
         await asyncio.sleep(push_s)
@@ -316,6 +333,23 @@ async def test_a_row_whose_lease_is_no_longer_renewed_is_cancelled() -> None:
         await eventually(lambda: len(h.store.renewals) >= renewals + 2, "two more renewals")
         assert h.runner.running == {kept.model_id}
         assert h.notified == []
+
+
+async def test_every_row_that_ends_here_ends_its_lock_screen_updates_with_how_it_ended() -> None:
+    async with supervising() as h:
+        completed, failed, cancelled = h.add(3)
+        h.source.connect()
+        await h.running(3)
+        h.runner.finish(completed.model_id)
+        h.runner.finish(failed.model_id, "failed")
+        h.store.lose(cancelled.model_id)
+        h.source.cancel(cancelled.model_id)
+        await eventually(lambda: len(h.ends.ends) == 3, "three rows ended")
+        assert set(h.ends.ends) == {
+            (completed.model_id, "completed"),
+            (failed.model_id, "failed"),
+            (cancelled.model_id, None),  # the feed asks the row whether its owner cancelled it
+        }
 
 
 async def test_a_cancel_notification_checks_the_leases_at_once() -> None:

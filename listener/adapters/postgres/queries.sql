@@ -360,6 +360,42 @@ DELETE FROM public.user_device_tokens
 WHERE user_id = $1 AND device_token = ANY($2::text[])
 RETURNING device_token;
 
+-- Lock-screen progress
+-- Where a row's updates go while its app is closed: the Live Activity its iPhone registered,
+-- and the Android devices of an owner who turned progress on. Read per update (a few per
+-- row), so a token registered after the row started is used from the next update on.
+
+-- name: progress_targets
+-- $1 model id, $2 user id. The token table's flag and the settings' columns differ between
+-- versions of the app: both are read as JSON, a missing flag meaning active.
+SELECT
+    ARRAY(
+        SELECT DISTINCT t.device_token FROM public.user_device_tokens t
+        WHERE t.user_id = $2 AND t.platform = 'android' AND t.device_token <> ''
+          AND coalesce((to_jsonb(t) ->> 'is_active')::boolean, (to_jsonb(t) ->> 'push_enabled')::boolean, true)
+          AND EXISTS (
+              SELECT 1 FROM public.user_notification_settings s
+              WHERE s.user_id = $2
+                AND coalesce((to_jsonb(s) ->> 'ai_progress_enabled')::boolean, false)
+                AND coalesce((to_jsonb(s) ->> 'push_notifications')::boolean, true)
+          )
+    ) AS android,
+    a.activity_token,
+    a.device_token AS activity_device_token
+FROM (SELECT 1) AS one
+LEFT JOIN public.live_activity_tokens a ON a.model_id = $1 AND a.user_id = $2;
+
+-- name: progress_row_cancelled
+-- $1 model id. Whether a row whose coroutine stopped here was cancelled by its owner.
+SELECT EXISTS (
+    SELECT 1 FROM public.ai_generated_models WHERE id = $1 AND status = 'cancelled'
+) AS cancelled;
+
+-- name: progress_drop_live_activity
+-- $1 model id. FCM called the row's Live Activity dead: nothing more is sent to it.
+DELETE FROM public.live_activity_tokens WHERE model_id = $1
+RETURNING model_id;
+
 -- Storage
 -- The bucket's own limits, where the database is Supabase's (its storage schema).
 
