@@ -19,10 +19,10 @@ from listener.app.dashboard.routes import dashboard_routes
 from listener.app.health import HealthServer
 from listener.app.settings import Settings
 from listener.app.wiring import Adapters, wired
+from listener.core.availability import Availability
 from listener.core.file_sweep import CancelledFilesSweep
 from listener.core.generation import run_job
 from listener.core.ports import GenerationSettings
-from listener.core.reachability import Reachability
 from listener.core.storage_state import StorageState
 from listener.core.supervisor import Supervisor, SupervisorSettings
 from listener.errors import DatabaseUnavailable
@@ -66,7 +66,7 @@ async def wait_for_database(db: PgPool, stop: asyncio.Event) -> bool:
 class Readiness:
     """Why this replica is not ready yet, for `/readyz`; None once it is."""
 
-    def __init__(self, storage_state: StorageState, ai_state: Reachability, bucket: str) -> None:
+    def __init__(self, storage_state: StorageState, ai_state: Availability, bucket: str) -> None:
         self.pg: PgPool | None = None
         self.supervisor: Supervisor | None = None
         self.storage_state = storage_state
@@ -121,7 +121,7 @@ async def serve(
     clear_spool(settings.spool_dir)
     metrics = Metrics()
     retry = retry or RetryPolicy()
-    storage_state, ai_state = StorageState(), Reachability()
+    storage_state, ai_state = StorageState(), Availability()
     readiness = Readiness(storage_state, ai_state, settings.storage.bucket)
     # Health first: /healthz answers from the first second, /readyz says what is awaited.
     health = HealthServer(

@@ -26,9 +26,9 @@ from listener.adapters.source_images import SourceImageFetcher
 from listener.adapters.storage.s3 import Storage
 from listener.adapters.storage.watch import StorageWatch
 from listener.app.settings import Settings
+from listener.core.availability import Availability
 from listener.core.milestones import Milestones, NoMilestones
 from listener.core.ports import RowDependencies
-from listener.core.reachability import Reachability
 from listener.core.spool import SpoolBudget
 from listener.core.storage_state import StorageState
 from listener.metrics import Metrics
@@ -64,7 +64,7 @@ async def wired(
     settings: Settings,
     metrics: Metrics,
     storage_state: StorageState,
-    ai_state: Reachability,
+    ai_state: Availability,
     storage_recheck_s: float,
     progress: Deliver | None = None,
 ) -> AsyncIterator[Adapters]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from listener.core.availability import Availability
 from listener.core.data import (
     ClaimedJob,
     CompletedColumns,
@@ -22,7 +23,6 @@ from listener.core.data import (
     TaskState,
 )
 from listener.core.milestones import Milestones, NoMilestones
-from listener.core.reachability import Reachability
 from listener.core.spool import SpoolBudget
 from listener.core.storage_state import StorageState
 from listener.metrics import Metrics
@@ -193,6 +193,6 @@ class RowDependencies:
     spool: SpoolBudget = field(default_factory=SpoolBudget)
     storage_state: StorageState = field(default_factory=StorageState)
     # Whether the AI server takes submissions now (kept by the replica's check and by rows).
-    ai_state: Reachability = field(default_factory=Reachability)
+    ai_state: Availability = field(default_factory=Availability)
     # Where the row's lock-screen milestones go (fire and forget; nowhere unless wired).
     milestones: Milestones = field(default_factory=NoMilestones)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from listener.core.reachability import Reachability
+from listener.core.availability import Availability
 from listener.sizes import human_size
 
 
@@ -39,7 +39,7 @@ class BucketLimits:
 LimitsReader = Callable[[], Awaitable[BucketLimits | None]]
 
 
-class StorageState(Reachability):
+class StorageState(Availability):
     """Set by the replica's Storage check; rows read it, and wait while Storage cannot be used."""
 
     def __init__(self) -> None:

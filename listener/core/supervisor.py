@@ -7,14 +7,14 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from listener.core.availability import Availability
 from listener.core.data import ClaimedJob, Ending, FinishedRow, JobOutcome
 from listener.core.milestones import Milestones, NoMilestones
 from listener.core.ports import LeaseStore, WakeUpSource
-from listener.core.reachability import Reachability
 from listener.errors import FailureKind, TransientError
 from listener.metrics import Metrics
 
@@ -61,18 +61,20 @@ class Supervisor:
         wake_ups: WakeUpSource,
         settings: SupervisorSettings,
         run_job: JobRunner,
-        notify: Notify,
+        notify: Notify | Sequence[Notify],
         metrics: Metrics,
-        claim_gate: Reachability | None = None,
+        claim_gate: Availability | None = None,
         milestones: Milestones | None = None,
     ) -> None:
         self.leases = leases
         self.wake_ups = wake_ups
         self.settings = settings
         # While it is unusable (the AI server cannot take submissions), rows wait unclaimed.
-        self.claim_gate = claim_gate or Reachability()
+        self.claim_gate = claim_gate or Availability()
         self.run_job = run_job
-        self.notify = notify
+        # Every way the owner is told that a row ended (the push today; mail or a webhook
+        # tomorrow), each on a task of its own so that a slow one holds up no other.
+        self.tellers: tuple[Notify, ...] = (notify,) if callable(notify) else tuple(notify)
         self.metrics = metrics
         # Told when each row's coroutine ends, so that its lock-screen updates end with it.
         self.milestones = milestones or NoMilestones()
@@ -252,9 +254,10 @@ class Supervisor:
             log.exception("milestones_not_ended", extra={"model_id": str(model_id)})
 
     def _tell_owner(self, finished: FinishedRow) -> None:
-        push = asyncio.create_task(self.notify(finished), name=f"push-{finished.model_id}")
-        self.pushing.add(push)
-        push.add_done_callback(self.pushing.discard)
+        for tell in self.tellers:
+            telling = asyncio.create_task(tell(finished), name=f"tell-{finished.model_id}")
+            self.pushing.add(telling)
+            telling.add_done_callback(self.pushing.discard)
 
     async def _sweep_loop(self) -> None:
         """Gives up, hands back expired leases, prunes old requests, then looks for claimable rows.

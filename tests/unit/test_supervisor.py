@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import functools
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from listener.core.milestones import Milestone
 from listener.core.supervisor import (
     REQUESTS_KEPT_DAYS,
     REQUESTS_PRUNED_PER_SWEEP,
+    Notify,
     Supervisor,
     SupervisorSettings,
 )
@@ -123,7 +124,10 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def supervising(
-    push_s: float = 0.0, store: FakeJobStore | None = None, **settings: Any
+    push_s: float = 0.0,
+    store: FakeJobStore | None = None,
+    more_tellers: Sequence[Notify] = (),
+    **settings: Any,
 ) -> AsyncIterator[Harness]:
     store, source, metrics = store or FakeJobStore(), FakeWakeUps(), Metrics()
     runner = FakeRunner(store)
@@ -140,7 +144,7 @@ async def supervising(
         wake_ups=source,
         settings=SupervisorSettings(**{**fields, **settings}),
         run_job=runner,
-        notify=lambda finished: push(finished),
+        notify=[lambda finished: push(finished), *more_tellers],
         metrics=metrics,
         milestones=ends,
     )
@@ -309,6 +313,25 @@ async def test_stop_cancels_running_rows_and_hands_the_leases_back() -> None:
         assert h.store.released_owners == [OWNER]
         assert all(h.store.row(job.model_id).owner is None for job in jobs)
         assert h.supervisor.running == {} and h.notified == []
+
+
+async def test_every_way_of_telling_the_owner_is_told_and_a_slow_one_holds_up_no_other() -> None:
+    stuck = asyncio.Event()
+    webhook: list[uuid.UUID] = []
+
+    async def slow_mail(finished: FinishedRow) -> None:
+        await stuck.wait()
+
+    async def fast_webhook(finished: FinishedRow) -> None:
+        webhook.append(finished.model_id)
+
+    async with supervising(more_tellers=[slow_mail, fast_webhook]) as h:
+        [job] = h.add()
+        h.source.job(job.model_id)
+        await h.running(1)
+        h.runner.finish(job.model_id)
+        await eventually(lambda: webhook == [job.model_id] and len(h.notified) == 1, "both told")
+        stuck.set()
 
 
 async def test_stop_lets_a_push_under_way_finish() -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from listener.core.reachability import Reachability
+from listener.core.availability import Availability
 from listener.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ class AIServerWatch:
     """Opens claims again once the AI server accepts connections; checks every few seconds meanwhile."""
 
     def __init__(
-        self, server: Probed, state: Reachability, metrics: Metrics, *, recheck_s: float = RECHECK_S
+        self, server: Probed, state: Availability, metrics: Metrics, *, recheck_s: float = RECHECK_S
     ) -> None:
         self.server = server
         self.state = state

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 
-class Reachability:
+class Availability:
     """Set by the replica's checks and by what rows meet; waited on while there is a problem."""
 
     def __init__(self) -> None:
