@@ -1,6 +1,7 @@
 """What imports what in the package, module by module and folder by folder.
 
-    python -m tests.support.imports     # each folder and the folders (and SDKs) it imports
+    python -m tests.support.imports                                  # each folder and what it imports
+    python -m tests.support.imports --tests listener.core.generation # the test files that use a module
 
 The layout test holds the rules over these walks; this prints them for a reader.
 """
@@ -8,6 +9,7 @@ The layout test holds the rules over these walks; this prints them for a reader.
 from __future__ import annotations
 
 import ast
+import sys
 from collections import defaultdict
 from functools import cache
 from pathlib import Path
@@ -103,8 +105,31 @@ def folder_imports() -> dict[str, set[str]]:
     return found
 
 
+def files_testing(module: str) -> list[str]:
+    """The test files that import `module` (or a name from it), relative to the repository."""
+    root = PACKAGE.parent
+    found = []
+    for path in sorted((root / "tests").rglob("test_*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            named = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if module in named:
+                found.append(str(path.relative_to(root)))
+                break
+    return found
+
+
 def main() -> None:
-    """Prints each folder and what it imports."""
+    """Prints each folder and what it imports, or with `--tests MODULE` the tests of a module."""
+    if len(sys.argv) == 3 and sys.argv[1] == "--tests":
+        print("\n".join(files_testing(sys.argv[2])) or f"no test file imports {sys.argv[2]}")
+        return
     imports = folder_imports()
     for folder in (*FOLDERS, HELPERS):
         print(f"{folder:<11} -> {', '.join(sorted(imports.get(folder, ()))) or '(nothing)'}")

@@ -18,6 +18,7 @@ from tests.support.imports import (
     PACKAGE,
     SDKS,
     all_modules,
+    files_testing,
     folder_of,
     imports_of,
     module_path,
@@ -72,6 +73,12 @@ def test_the_import_rules_catch_a_module_that_breaks_them() -> None:
     reached = reachable("listener.app.service")
     assert "asyncpg" in reached and "listener.adapters.postgres.jobs" in reached
     assert folder_of("listener.adapters.storage.s3") == "adapters" and folder_of("listener.errors") == HELPERS
+
+
+def test_every_module_of_the_core_has_a_test_that_imports_it() -> None:
+    """A module's tests are found from the module: `python -m tests.support.imports --tests MODULE`."""
+    untested = [name for name in CORE if not files_testing(name)]
+    assert untested == []
 
 
 def drawn_tree(readme: str) -> set[str]:
