@@ -745,6 +745,7 @@ CREATE TABLE public.ai_generated_models (
     progress integer DEFAULT 0 NOT NULL,
     error_message text,
     completed_at timestamp with time zone,
+    request_key text,
     CONSTRAINT ai_generated_models_generation_type_check CHECK (((generation_type)::text = ANY ((ARRAY['text_to_3d'::character varying, 'image_to_3d'::character varying, 'text_to_image'::character varying])::text[]))),
     CONSTRAINT ai_generated_models_progress_range CHECK (((progress >= 0) AND (progress <= 100))),
     CONSTRAINT ai_generated_models_status_check CHECK (((status)::text = ANY ((ARRAY['pending'::character varying, 'processing'::character varying, 'completed'::character varying, 'failed'::character varying, 'archived'::character varying, 'cancelled'::character varying])::text[]))),
@@ -808,6 +809,22 @@ CREATE TABLE public.user_notification_settings (
 
 ALTER TABLE ONLY public.ai_generated_models
     ADD CONSTRAINT ai_generated_models_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: ai_generated_models ai_generated_models_request_key_length; Type: CHECK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE public.ai_generated_models
+    ADD CONSTRAINT ai_generated_models_request_key_length CHECK (((length(request_key) >= 1) AND (length(request_key) <= 100))) NOT VALID;
+
+
+--
+-- Name: ai_generated_models ai_generated_models_request_key_unique; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.ai_generated_models
+    ADD CONSTRAINT ai_generated_models_request_key_unique UNIQUE (user_id, request_key);
 
 
 --
