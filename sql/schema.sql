@@ -519,6 +519,52 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: audit; Type: TABLE; Schema: listener; Owner: -
+--
+
+CREATE TABLE listener.audit (
+    id bigint NOT NULL,
+    at timestamp with time zone DEFAULT now() NOT NULL,
+    actor text NOT NULL,
+    action text NOT NULL,
+    detail jsonb DEFAULT '{}'::jsonb NOT NULL,
+    rows integer DEFAULT 0 NOT NULL
+);
+
+
+--
+-- Name: audit_id_seq; Type: SEQUENCE; Schema: listener; Owner: -
+--
+
+CREATE SEQUENCE listener.audit_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
+-- Name: audit_id_seq; Type: SEQUENCE OWNED BY; Schema: listener; Owner: -
+--
+
+ALTER SEQUENCE listener.audit_id_seq OWNED BY listener.audit.id;
+
+
+--
+-- Name: claims_pause; Type: TABLE; Schema: listener; Owner: -
+--
+
+CREATE TABLE listener.claims_pause (
+    only_row boolean DEFAULT true NOT NULL,
+    paused_by text NOT NULL,
+    reason text,
+    paused_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT claims_pause_only_row_check CHECK (only_row)
+);
+
+
+--
 -- Name: jobs; Type: TABLE; Schema: listener; Owner: -
 --
 
@@ -574,6 +620,29 @@ CREATE TABLE listener.schema_migrations (
 
 
 --
+-- Name: audit id; Type: DEFAULT; Schema: listener; Owner: -
+--
+
+ALTER TABLE ONLY listener.audit ALTER COLUMN id SET DEFAULT nextval('listener.audit_id_seq'::regclass);
+
+
+--
+-- Name: audit audit_pkey; Type: CONSTRAINT; Schema: listener; Owner: -
+--
+
+ALTER TABLE ONLY listener.audit
+    ADD CONSTRAINT audit_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: claims_pause claims_pause_pkey; Type: CONSTRAINT; Schema: listener; Owner: -
+--
+
+ALTER TABLE ONLY listener.claims_pause
+    ADD CONSTRAINT claims_pause_pkey PRIMARY KEY (only_row);
+
+
+--
 -- Name: jobs jobs_pkey; Type: CONSTRAINT; Schema: listener; Owner: -
 --
 
@@ -587,6 +656,13 @@ ALTER TABLE ONLY listener.jobs
 
 ALTER TABLE ONLY listener.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
+
+
+--
+-- Name: audit_at_idx; Type: INDEX; Schema: listener; Owner: -
+--
+
+CREATE INDEX audit_at_idx ON listener.audit USING btree (at DESC);
 
 
 --

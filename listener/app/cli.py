@@ -1,4 +1,4 @@
-"""The `listener` command: migrate, run, status, demo.
+"""The `listener` command: migrate, run, status, pause, resume, demo.
 
 Each command imports what it needs when it runs: `--help` and `status` never load the
 Storage and FCM SDKs that only `run` uses.
@@ -13,8 +13,9 @@ import os
 import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from listener import __version__
 from listener.app.settings import SETTINGS_DOCS, Settings, environment, load_database_url, load_settings
@@ -125,6 +126,29 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Pauses claims for every replica."""
+    from listener.app.control import pause
+
+    return _control(pause(load_database_url(environment()), args.reason))
+
+
+def cmd_resume(_: argparse.Namespace) -> int:
+    """Resumes claims for every replica."""
+    from listener.app.control import resume
+
+    return _control(resume(load_database_url(environment())))
+
+
+def _control(action: Coroutine[Any, Any, str]) -> int:
+    try:
+        print(asyncio.run(action))
+    except StatusUnavailable as exc:
+        print(f"listener: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _demo_rows(text: str) -> int:
     value = int(text) if text.strip().isdigit() else 0
     if not 1 <= value <= 50:
@@ -205,6 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     status.set_defaults(func=cmd_status)
+    pause = command(
+        "pause",
+        "stop claims on every replica (rows in flight go on)",
+        "Stops every replica from claiming new rows, at once: they wait pending until `listener "
+        "resume`. Rows in flight run to their end. Recorded, with its reason, in listener.audit.",
+        _settings_help("DATABASE_URL"),
+    )
+    pause.add_argument("--reason", help="why, for the other operators (shown by `listener status`)")
+    pause.set_defaults(func=cmd_pause)
+    command(
+        "resume",
+        "claim again on every replica",
+        "Ends a pause: every replica claims the waiting rows at once. Recorded in listener.audit.",
+        _settings_help("DATABASE_URL"),
+    ).set_defaults(func=cmd_resume)
     return parser
 
 

@@ -28,6 +28,8 @@ class StatusReport:
     in_flight: list[dict[str, Any]]
     oldest_pending: dict[str, Any] | None
     leases: dict[str, dict[str, int]] = field(default_factory=dict)
+    # The pause in force (`listener pause`): who set it, why, how long ago; None while claiming.
+    paused: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         """One JSON object, for scripts."""
@@ -52,6 +54,7 @@ async def read_status(database_url: str) -> StatusReport:
         in_flight = await conn.fetch(query("status_in_flight"), IN_FLIGHT_SHOWN)
         oldest = await conn.fetchrow(query("status_oldest_pending"))
         leases = await conn.fetch(query("status_leases"))
+        paused = await conn.fetchrow(query("claims_paused"))
     except asyncpg.UndefinedTableError as exc:
         raise StatusUnavailable(f"{safe_url} has no listener tables yet; run `listener migrate`") from exc
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -85,6 +88,9 @@ async def read_status(database_url: str) -> StatusReport:
             "age_s": _seconds(oldest["age_s"]),
         },
         leases={r["lease_owner"]: {"held": r["held"], "expired": r["expired"]} for r in leases},
+        paused=None
+        if paused is None
+        else {"by": paused["paused_by"], "reason": paused["reason"], "for_s": _seconds(paused["paused_s"])},
     )
 
 
@@ -122,6 +128,12 @@ def render(report: StatusReport) -> str:
         "in public.ai_generated_models)",
         f"  {'status':<12}{'listener':>9}{'all rows':>10}",
     ]
+    if report.paused is not None:
+        why = f": {report.paused['reason']}" if report.paused["reason"] else ""
+        lines.append(
+            f"CLAIMS PAUSED by {report.paused['by']} {human_age(report.paused['for_s'])} ago{why} "
+            "(`listener resume` ends it)"
+        )
     for status, total in report.all_rows.items():
         lines.append(f"  {status:<12}{report.counts.get(status, 0):>9}{total:>10}")
     oldest = report.oldest_pending

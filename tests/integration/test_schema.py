@@ -30,6 +30,7 @@ RELEASED = {
     "0016_files_of_cancelled_rows": "f4579d8d04f5e0caf42dc3b78a3dbce27be5b3d638cdf53c4dfcd7e14afb1b66",
     "0017_lock_screen_progress": "1d337f16f66cd9441eb194233da6617ebd50ffd0db5963bbe2e340733a765242",
     "0018_request_keys": "75844692bf98fa35209b2f56ac3b0a409ddb6d9eb280097e3f9835cab3d5f8a5",
+    "0019_claims_pause": "c38b23df862f0e8dd9c6477879ad8c684920f9b1880d68bf115b45f81fc89ebb",
 }
 
 

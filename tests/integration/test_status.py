@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,26 +11,14 @@ from typing import Any
 import asyncpg
 
 from listener.playground.embedded import free_port
+from tests.support.cli import run_listener
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 async def run_status(database_url: str, *args: str, cwd: Path) -> tuple[int, str, str]:
     """`python -m listener status ARGS` with only DATABASE_URL set; returns (exit, stdout, stderr)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "listener",
-        "status",
-        *args,
-        env={"DATABASE_URL": database_url, "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO)},
-        cwd=cwd,  # no stray .env
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+    return await run_listener(database_url, "status", *args, cwd=cwd)
 
 
 async def insert(conn: asyncpg.Connection, name: str, status: str = "pending") -> uuid.UUID:

@@ -87,7 +87,10 @@ SELECT pg_listening_channels() AS channel;
 -- Highest priority first, then oldest, among jobs without a lease (see release_expired_leases).
 -- A job claimed `most claims` times is left to the sweep, which gives it up (give_up_jobs).
 -- The function (sql/0013_claim_of_waiting_jobs.sql) takes the claim lock and claims in one call.
-SELECT * FROM listener.claim_jobs($1, $2, $3, $4, $5);
+-- While claims are paused (listener.claims_pause has its row) it asks for no rows at all.
+SELECT * FROM listener.claim_jobs(
+    $1, CASE WHEN EXISTS (SELECT 1 FROM listener.claims_pause) THEN 0 ELSE $2 END, $3, $4, $5
+);
 
 -- name: give_up_jobs
 -- $1 most claims. A job claimed that often without finishing (its replica crashed each
@@ -414,6 +417,33 @@ SELECT file_size_limit, allowed_mime_types FROM storage.buckets WHERE id = $1;
 
 -- Status
 -- What `listener status` reports, read-only.
+
+-- name: claims_pause
+-- $1 who, $2 why. Pauses claims for every replica (or says why again); records it.
+WITH paused AS (
+    INSERT INTO listener.claims_pause (paused_by, reason) VALUES ($1, $2)
+    ON CONFLICT (only_row) DO UPDATE SET paused_by = excluded.paused_by, reason = excluded.reason
+    RETURNING paused_by, reason, paused_at
+), recorded AS (
+    INSERT INTO listener.audit (actor, action, detail) VALUES ($1, 'pause', jsonb_build_object('reason', $2))
+)
+SELECT * FROM paused;
+
+-- name: claims_resume
+-- $1 who. Resumes claims, records it, and wakes every replica; returns the pause it ended.
+WITH resumed AS (
+    DELETE FROM listener.claims_pause RETURNING paused_by, reason, paused_at
+), recorded AS (
+    INSERT INTO listener.audit (actor, action, detail)
+    SELECT $1, 'resume', jsonb_build_object('paused_by', paused_by, 'reason', reason) FROM resumed
+), woken AS (
+    SELECT pg_notify('listener_jobs', 'resume') FROM resumed
+)
+SELECT resumed.* FROM resumed, woken;
+
+-- name: claims_paused
+-- The pause in force, if any.
+SELECT paused_by, reason, extract(epoch FROM now() - paused_at)::float8 AS paused_s FROM listener.claims_pause;
 
 -- name: status_counts
 -- Rows by status: those the listener owns or owned (they have a job), and every row.
