@@ -275,8 +275,8 @@ class Storage:
         failures: list[BaseException] = []
 
         async def send() -> None:
-            # After a failure no new part starts; those under way finish (cancelling a request
-            # in the middle of its body would leave its connection open).
+            # After a failure no new part starts; those under way end on their own (each within
+            # the request bound) rather than being cancelled in the middle of their bodies.
             for number in numbers:
                 if failures:
                     return
