@@ -1,7 +1,7 @@
 """Every exception the listener raises on purpose, in one tree.
 
     ListenerError                 root; the core catches nothing wider
-    ├── ConfigError               a setting is missing or malformed (settings.py, push/texts.py);
+    ├── ConfigError               a setting is missing or malformed (settings.py, notify/texts.py);
     │                             the command line prints it and exits 2
     ├── StatusUnavailable         `listener status` could not ask the database (status.py)
     ├── MigrationBlocked          `listener migrate` could not get its locks: sessions of the
@@ -29,7 +29,7 @@
     │   │                         asked for again once through a fresh poll
     │   ├── SpoolUnavailable      the local disk could not take a file (full, failing);
     │   │                         the row waits and asks for the file again, it does not fail
-    │   └── PushUndelivered       some push messages met a retryable error (push/notifier.py)
+    │   └── PushUndelivered       some push messages met a retryable error (notify/notifier.py)
     └── PermanentError            ends the row as `failed`; its message is the sentence the
         │                         owner reads in `error_message` and in the push
         └── FileTooLarge          a file larger than the limit it was fetched under (downloads.py)

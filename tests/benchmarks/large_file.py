@@ -2,10 +2,15 @@
 
     python -m tests.benchmarks.large_file --mib 1024 --repeat 2
     python -m tests.benchmarks.large_file --quick
+    python -m tests.benchmarks.large_file --server real --mib 1024 --repeat 3
 
 The AI simulator (in a process of its own) serves a GLB of `--mib` MiB; the listener
-streams it to its spool and from there to a local S3 in parts. Prints the listener's
+streams it to its spool and from there to Storage in parts. Prints the listener's
 resident memory before the row and its peak, and the time the row took.
+
+`--server` picks Storage: `moto` (a local S3), `real` (the real Supabase Storage server,
+built from its vendored source as the tests build it, behind its HTTPS gateway), or
+`both` (the default: `real` is left out, and said so, where its source is absent).
 
 The upload's own time is read from the row's progress: the listener writes 93 once the
 files are fetched and checked, and 99 once they are uploaded (the model has no STL and no
@@ -27,6 +32,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import statistics
 import sys
@@ -53,6 +59,8 @@ from tests.benchmarks.harness import (
     wait_until_ready,
     with_spread,
 )
+from tests.support.storage_build import build, find_source
+from tests.support.storage_server import RealStorage
 
 MIB = 1024 * 1024
 GLB_TYPE = "model/gltf-binary"
@@ -114,6 +122,45 @@ def write_file(path: Path, size: int) -> None:
     with path.open("wb") as out:
         for offset in range(0, size, MIB):
             out.write(block[: min(MIB, size - offset)])
+
+
+@dataclass(frozen=True)
+class Server:
+    """Where the benchmark uploads: the bucket's config and the database the listener uses."""
+
+    name: str
+    storage: StorageConfig
+    database_url: str
+
+
+@contextlib.asynccontextmanager
+async def moto_server(pg: EmbeddedPostgres, work: Path) -> AsyncIterator[Server]:
+    """moto in a process of its own; the listener's tables on the embedded Postgres."""
+    conn = await asyncpg.connect(pg.dsn)
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    async with local_s3_process(work / "s3.log") as s3:
+        yield Server("moto", s3, pg.dsn)
+
+
+@contextlib.asynccontextmanager
+async def real_server(pg: EmbeddedPostgres) -> AsyncIterator[Server]:
+    """The real Storage server on its own database, which holds the listener's tables too."""
+    source = find_source()
+    if source is None:
+        raise SystemExit("the real Storage server's source is absent (see tests/support/storage_build.py)")
+    real = RealStorage(await asyncio.to_thread(build, source), pg.dsn)
+    await asyncio.to_thread(real.__enter__)
+    # botocore here, in the listener's process and in boto3, trusts the gateway's certificate.
+    os.environ["AWS_CA_BUNDLE"] = str(real.ca_file)
+    try:
+        await real.create_bucket("ai-models")
+        yield Server("real", real.config(), real.db_url)
+    finally:
+        os.environ.pop("AWS_CA_BUNDLE", None)
+        await asyncio.to_thread(real.stop)
 
 
 def boto3_client(config: StorageConfig) -> Any:
@@ -214,41 +261,45 @@ async def direct_uploads(config: StorageConfig, file: Path) -> DirectUploads:
     return DirectUploads(storage_class_s, boto3_s)
 
 
-async def bench(mib: int) -> dict[str, object]:
+async def bench(mib: int, server_name: str) -> dict[str, object]:
     size = mib * MIB
     with tempfile.TemporaryDirectory(prefix="listener-large-bench-") as tmp, EmbeddedPostgres() as pg:
         work = Path(tmp)
-        conn = await asyncpg.connect(pg.dsn)
-        try:
-            await migrate(conn)
-            await conn.execute(_PROGRESS_MARKS)
-            simulator = simulator_process(
-                duration_s=1,
-                glb_size=size,
-                keep_produced=False,
-                stl_enabled=False,
-                thumbnail_enabled=False,
-            )
-            async with local_s3_process(work / "s3.log") as s3, simulator as ai_url:
-                same_bytes = work / "same-size.glb"
-                await asyncio.to_thread(write_file, same_bytes, size)
-                await asyncio.to_thread(upload_with_boto3, s3, same_bytes, "bench/warm-up.glb")
-                env = listener_env(
-                    pg.dsn,
-                    ai_url,
-                    work / "spool",
-                    s3,
-                    LISTENER_POLL_INTERVAL="0.5",
-                    LISTENER_MAX_FILE_BYTES=str((mib + 64) * MIB),
+        server = moto_server(pg, work) if server_name == "moto" else real_server(pg)
+        async with server as target:
+            conn = await asyncpg.connect(target.database_url)
+            try:
+                await conn.execute(_PROGRESS_MARKS)
+                simulator = simulator_process(
+                    duration_s=1,
+                    glb_size=size,
+                    keep_produced=False,
+                    stl_enabled=False,
+                    thumbnail_enabled=False,
                 )
-                async with listener_process(env, work / "listener.log") as process:
-                    await wait_until_ready(env)
-                    before = await direct_uploads(s3, same_bytes)
-                    row = await run_row(conn, process)
-                after = await direct_uploads(s3, same_bytes)
-        finally:
-            await conn.close()
-    return figures(mib, row, [before, after])
+                async with simulator as ai_url:
+                    same_bytes = work / "same-size.glb"
+                    await asyncio.to_thread(write_file, same_bytes, size)
+                    s3 = target.storage
+                    await asyncio.to_thread(upload_with_boto3, s3, same_bytes, "bench/warm-up.glb")
+                    env = listener_env(
+                        target.database_url,
+                        ai_url,
+                        work / "spool",
+                        s3,
+                        LISTENER_POLL_INTERVAL="0.5",
+                        LISTENER_MAX_FILE_BYTES=str((mib + 64) * MIB),
+                    )
+                    if "AWS_CA_BUNDLE" in os.environ:
+                        env["AWS_CA_BUNDLE"] = os.environ["AWS_CA_BUNDLE"]
+                    async with listener_process(env, work / "listener.log") as process:
+                        await wait_until_ready(env)
+                        before = await direct_uploads(s3, same_bytes)
+                        row = await run_row(conn, process)
+                    after = await direct_uploads(s3, same_bytes)
+            finally:
+                await conn.close()
+    return {"server": target.name, **figures(mib, row, [before, after])}
 
 
 def figures(mib: int, row: RowRun, direct: list[DirectUploads]) -> dict[str, object]:
@@ -283,11 +334,20 @@ def main() -> None:
     )
     parser.add_argument("--mib", type=int, default=1024, help="size of the GLB, MiB")
     parser.add_argument("--repeat", type=int, default=1, help="runs, each from a fresh database and S3")
-    parser.add_argument("--quick", action="store_true", help="a 128 MiB GLB: for CI, under a minute")
+    parser.add_argument("--quick", action="store_true", help="a 128 MiB GLB: for CI, under a minute each")
+    parser.add_argument(
+        "--server", choices=["moto", "real", "both"], default="both", help="which Storage to upload to"
+    )
     args = parser.parse_args()
     mib = 128 if args.quick else args.mib
-    runs = [asyncio.run(bench(mib)) for _ in range(args.repeat)]
-    print(json.dumps(with_spread(runs), indent=2))
+    servers = ["moto", "real"] if args.server == "both" else [args.server]
+    if args.server == "both" and find_source() is None:
+        print("large_file: the real Storage server's source is absent; moto only", file=sys.stderr)
+        servers = ["moto"]
+    results = {
+        name: with_spread([asyncio.run(bench(mib, name)) for _ in range(args.repeat)]) for name in servers
+    }
+    print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

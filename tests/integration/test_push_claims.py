@@ -62,7 +62,7 @@ async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def behind_a_link(
     db_url: str, conn: asyncpg.Connection
 ) -> AsyncIterator[tuple[LinkProxy, FinishedRow, PgJobStore]]:
-    """A finished row, and a Database that reaches Postgres through a link the test can cut."""
+    """A finished row, and a job store (PgJobStore) that reaches Postgres through a link the test can cut."""
     port = urlsplit(db_url).port
     assert port is not None
     link = LinkProxy(port)

@@ -1,6 +1,10 @@
 // The hosted gateway's part the listener meets: HTTPS, and Storage under /storage/v1.
 // usage: node storage_gateway.mjs CERT_FILE KEY_FILE UPSTREAM_PORT
 // Prints {"port": N} once it listens on 127.0.0.1; ends when its stdin closes.
+//
+// Like nginx's default (proxy_request_buffering), it reads a request's whole body before
+// passing it on: the client's connection then never breaks under a body the server did not
+// want (the server answers a refusal, 413 say, before it reads the body, then closes).
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -9,10 +13,33 @@ const [certFile, keyFile, upstreamPort] = process.argv.slice(2);
 const PREFIX = '/storage/v1';
 // Hop-by-hop headers are the gateway's own; `expect` is answered here, not passed on.
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'upgrade', 'expect']);
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+// A connection per request: the server closes one after a refusal, and a reused one would break.
+const agent = new http.Agent({ keepAlive: false });
 
 function forwardable(headers) {
   return Object.fromEntries(Object.entries(headers).filter(([name]) => !HOP.has(name)));
+}
+
+function forward(req, res, body) {
+  const upstream = http.request(
+    {
+      host: '127.0.0.1',
+      port: Number(upstreamPort),
+      method: req.method,
+      path: req.url.slice(PREFIX.length) || '/',
+      headers: forwardable(req.headers),
+      agent,
+    },
+    (answer) => {
+      res.writeHead(answer.statusCode, forwardable(answer.headers));
+      answer.pipe(res);
+    },
+  );
+  upstream.on('error', () => {
+    if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
+    res.end();
+  });
+  upstream.end(body);
 }
 
 const server = https.createServer(
@@ -23,39 +50,9 @@ const server = https.createServer(
       res.end('not under /storage/v1\n');
       return;
     }
-    let answered = false;
-    const upstream = http.request(
-      {
-        host: '127.0.0.1',
-        port: Number(upstreamPort),
-        method: req.method,
-        path: req.url.slice(PREFIX.length) || '/',
-        headers: forwardable(req.headers),
-        agent,
-      },
-      (answer) => {
-        // A refusal may come before the body is all sent (413): the rest is read and dropped,
-        // so that the client reads the answer rather than a broken connection.
-        answered = true;
-        req.unpipe(upstream);
-        req.resume();
-        res.writeHead(answer.statusCode, forwardable(answer.headers));
-        answer.pipe(res);
-        answer.on('end', () => {
-          if (!req.complete) upstream.destroy();
-        });
-      },
-    );
-    upstream.on('error', () => {
-      // The server may close its end right after answering: its answer is read first.
-      setTimeout(() => {
-        if (answered) return;
-        if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain' });
-        res.end();
-      }, 200);
-    });
-    req.on('error', () => upstream.destroy());
-    req.pipe(upstream);
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => forward(req, res, Buffer.concat(chunks)));
   },
 );
 

@@ -18,7 +18,7 @@ def source_of(obj: object) -> str:
 
 
 def test_firebase_admin_async_client_and_messaging_service() -> None:
-    """push/fcm.py swaps the messaging service's HTTP client and FCM URL, and turns its retries off."""
+    """adapters/fcm.py swaps the messaging service's HTTP client and FCM URL, and turns its retries off."""
     from firebase_admin import _http_client, _retry, messaging
 
     client_params = inspect.signature(_http_client.HttpxAsyncClient.__init__).parameters

@@ -16,6 +16,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from listener.adapters.storage.config import StorageConfig
+from listener.adapters.storage.file_parts import FilePart
 from listener.errors import BUCKET_LIMIT, STORAGE_SETUP, PermanentError, TransientError
 from listener.sizes import MIB, human_size
 
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 
 _MIN_PART_SIZE = 5 * MIB  # S3's floor for every part but the last
 _MAX_PARTS = 10_000  # S3's ceiling on parts per upload
+# Parts of one upload sent at once: the server's work on one part (its signature check, its
+# database rows, its disk) overlaps the next part's transfer. Parts stream from disk.
+PART_CONCURRENCY = 4
 _CHUNK_SIZE = 1 * MIB  # download chunk written to disk at a time
 _ABORT_TIMEOUT_S = 30.0
 
@@ -86,14 +90,18 @@ class Storage:
         *,
         multipart_threshold: int = 8 * MIB,
         part_size: int = 8 * MIB,
+        part_concurrency: int = PART_CONCURRENCY,
     ) -> None:
         if part_size < _MIN_PART_SIZE:
             raise ValueError(f"part_size must be at least {_MIN_PART_SIZE} bytes")
         if multipart_threshold < 1:
             raise ValueError("multipart_threshold must be positive")
+        if part_concurrency < 1:
+            raise ValueError("part_concurrency must be positive")
         self._config = config
         self._multipart_threshold = multipart_threshold
         self._part_size = part_size
+        self._part_concurrency = part_concurrency
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
 
@@ -241,21 +249,7 @@ class Storage:
                     Bucket=bucket, Key=path, ContentType=content_type
                 )
             upload_id = str(created["UploadId"])
-            parts: list[dict[str, Any]] = []
-            for number in range(1, -(-size // part_size) + 1):
-                # One part in memory at a time, read from disk off the event loop.
-                chunk = await asyncio.to_thread(fh.read, part_size)
-                async with asyncio.timeout(timeout_s):
-                    answer = await client.upload_part(
-                        Bucket=bucket,
-                        Key=path,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=chunk,
-                        ContentLength=len(chunk),
-                    )
-                parts.append({"ETag": answer["ETag"], "PartNumber": number})
-                del chunk
+            parts = await self._send_parts(client, path, upload_id, fh, size, part_size)
             async with asyncio.timeout(timeout_s):
                 await client.complete_multipart_upload(
                     Bucket=bucket,
@@ -271,6 +265,43 @@ class Storage:
             raise
         finally:
             await asyncio.to_thread(fh.close)
+
+    async def _send_parts(
+        self, client: Any, path: str, upload_id: str, fh: BinaryIO, size: int, part_size: int
+    ) -> list[dict[str, Any]]:
+        """Sends the file's parts, a few at once; the parts' list for completing the upload."""
+        numbers = iter(range(1, -(-size // part_size) + 1))
+        etags: dict[int, str] = {}
+        failures: list[BaseException] = []
+
+        async def send() -> None:
+            # After a failure no new part starts; those under way end on their own (each within
+            # the request bound) rather than being cancelled in the middle of their bodies.
+            for number in numbers:
+                if failures:
+                    return
+                offset = (number - 1) * part_size
+                length = min(part_size, size - offset)
+                try:
+                    async with asyncio.timeout(self._config.request_timeout_s):
+                        answer = await client.upload_part(
+                            Bucket=self._config.bucket,
+                            Key=path,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            # Streams from disk, read in the HTTP client's executor.
+                            Body=FilePart(fh.fileno(), offset, length),
+                            ContentLength=length,
+                        )
+                except Exception as exc:
+                    failures.append(exc)
+                    return
+                etags[number] = answer["ETag"]
+
+        await asyncio.gather(*(send() for _ in range(self._part_concurrency)))
+        if failures:
+            raise failures[0]
+        return [{"ETag": etags[number], "PartNumber": number} for number in sorted(etags)]
 
     async def _abort(self, client: Any, path: str, upload_id: str) -> None:
         # Best effort: a leftover upload costs storage but must not hide the real error.
