@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: a real Postgres, and a fresh database per test."""
+"""Fixtures shared by every test: a real Postgres, a fresh database per test, and a local FCM."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from listener.adapters.fcm import FcmSender
 from listener.playground.embedded import EmbeddedPostgres
 from listener.playground.local_s3 import LocalS3
 from listener.playground.simulator import AISimulator, SimulatorConfig
 from tests.support.database import APP_TEMPLATE, FRESH_TEMPLATE, build_templates, database_from
+from tests.support.fake_fcm import FakeFcm
 from tests.support.stack import Stack
 
 
@@ -65,3 +67,30 @@ async def stack(db_url: str, s3: LocalS3, tmp_path: Path) -> AsyncIterator[Stack
     finally:
         s3.stop_failing()
         await simulator.stop()
+
+
+@pytest.fixture
+async def fcm() -> AsyncIterator[FakeFcm]:
+    """The local stand-in for FCM and its token endpoint, for the test alone."""
+    server = FakeFcm()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+def credentials_path(fcm: FakeFcm, tmp_path: Path) -> Path:
+    """A service-account file whose token endpoint is the local FCM's."""
+    return fcm.write_credentials(tmp_path / "service-account.json")
+
+
+@pytest.fixture
+async def sender(fcm: FakeFcm, credentials_path: Path) -> AsyncIterator[FcmSender]:
+    """The real firebase-admin sender, pointed at the local FCM."""
+    fcm_sender = FcmSender.from_credentials(credentials_path, fcm.base_url)
+    try:
+        yield fcm_sender
+    finally:
+        await fcm_sender.aclose()

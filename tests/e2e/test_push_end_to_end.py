@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from tests.support.database import as_app_user, insert_model
 from tests.support.fake_fcm import FakeFcm
 from tests.support.stack import Stack, listener_process, wait_for_status, wait_until
-
-
-@pytest.fixture
-async def fcm() -> AsyncIterator[FakeFcm]:
-    server = FakeFcm()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 async def test_a_real_listener_pushes_each_finished_row_to_its_owners_devices_once(

@@ -38,25 +38,6 @@ SAFETY_S = 30.0  # a safety net against a hung test, never the assertion
 
 
 @pytest.fixture
-async def fcm() -> AsyncIterator[FakeFcm]:
-    server = FakeFcm()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def sender(fcm: FakeFcm, tmp_path: Path) -> AsyncIterator[FcmSender]:
-    fcm_sender = FcmSender.from_credentials(fcm.write_credentials(tmp_path / "sa.json"), fcm.base_url)
-    try:
-        yield fcm_sender
-    finally:
-        await fcm_sender.aclose()
-
-
-@pytest.fixture
 async def conn(db_url: str) -> AsyncIterator[asyncpg.Connection]:
     connection = await asyncpg.connect(db_url)
     try:

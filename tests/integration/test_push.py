@@ -43,30 +43,6 @@ OWNER = "test-replica"
 
 
 @pytest.fixture
-async def fcm() -> AsyncIterator[FakeFcm]:
-    server = FakeFcm()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-def credentials_path(fcm: FakeFcm, tmp_path: Path) -> Path:
-    return fcm.write_credentials(tmp_path / "service-account.json")
-
-
-@pytest.fixture
-async def sender(fcm: FakeFcm, credentials_path: Path) -> AsyncIterator[FcmSender]:
-    fcm_sender = FcmSender.from_credentials(credentials_path, fcm.base_url)
-    try:
-        yield fcm_sender
-    finally:
-        await fcm_sender.aclose()
-
-
-@pytest.fixture
 async def db(db_url: str) -> AsyncIterator[PgJobStore]:
     async with PgJobStore.connect(db_url) as database:
         yield database

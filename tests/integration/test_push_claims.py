@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -28,25 +27,6 @@ NO_WAIT = RetryPolicy(deadline_s=30.0, max_attempts=3).scaled(0)
 TEXTS = NotificationTexts()
 OWNER = "test-replica"
 TOKENS = ("token-1", "token-2")
-
-
-@pytest.fixture
-async def fcm() -> AsyncIterator[FakeFcm]:
-    server = FakeFcm()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-@pytest.fixture
-async def sender(fcm: FakeFcm, tmp_path: Path) -> AsyncIterator[FcmSender]:
-    fcm_sender = FcmSender.from_credentials(fcm.write_credentials(tmp_path / "sa.json"), fcm.base_url)
-    try:
-        yield fcm_sender
-    finally:
-        await fcm_sender.aclose()
 
 
 @pytest.fixture
