@@ -11,11 +11,8 @@ production. RowDependencies trust the gateway's certificate through `AWS_CA_BUND
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
-import ipaddress
 import json
-import os
 import shutil
 import ssl
 import subprocess
@@ -31,14 +28,11 @@ import asyncpg
 import boto3  # type: ignore[import-untyped, unused-ignore]
 import botocore.config
 import jwt
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from listener.adapters.postgres.migrate import migrate
 from listener.adapters.storage.config import StorageConfig
 from listener.playground.embedded import free_port
+from tests.support.certificates import write_self_signed
 from tests.support.database import dsn_for
 from tests.support.storage_build import BuiltServer
 
@@ -260,7 +254,7 @@ class RealStorage:
 
     def _start_gateway(self, upstream_port: int) -> int:
         key_file = self._work / "gateway-key.pem"
-        _write_self_signed(self.ca_file, key_file)
+        write_self_signed(self.ca_file, key_file)
         gateway = subprocess.Popen(
             [str(self.built.node), str(GATEWAY), str(self.ca_file), str(key_file), str(upstream_port)],
             env=self.built.node_env(),
@@ -297,31 +291,3 @@ class RealStorage:
 def _key(role: str) -> str:
     """An API key as a project has them: a JWT with the role, signed with the project's secret."""
     return jwt.encode({"role": role, "iss": "supabase", "exp": 4102444800}, JWT_SECRET, "HS256")
-
-
-def _write_self_signed(cert_file: Path, key_file: Path) -> None:
-    """A certificate for 127.0.0.1 that is its own authority: clients are told to trust it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "listener tests gateway")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
-    os.chmod(key_file, 0o600)
