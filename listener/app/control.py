@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import asyncpg
 
-from listener.adapters.postgres.pool import connect_kwargs
 from listener.adapters.postgres.queries import query
-from listener.errors import StatusUnavailable
-from listener.redact import redact_url, scrub
+from listener.app.status import operator_connection
 
-CONNECT_TIMEOUT_S = 5.0
 # Who acts from the command line, in the audit list (a dashboard session names itself).
 CLI_ACTOR = "cli"
 
 
 async def _run(database_url: str, name: str, *args: object) -> asyncpg.Record | None:
-    safe_url = redact_url(database_url)
-    try:
-        conn = await asyncpg.connect(**{**connect_kwargs(database_url), "timeout": CONNECT_TIMEOUT_S})
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        raise StatusUnavailable(f"cannot reach the database at {safe_url}: {scrub(str(exc))}") from exc
-    try:
+    async with operator_connection(database_url) as conn:
         row: asyncpg.Record | None = await conn.fetchrow(query(name), *args)
-        return row
-    except asyncpg.UndefinedTableError as exc:
-        raise StatusUnavailable(f"{safe_url} lacks the listener's tables; run `listener migrate`") from exc
-    finally:
-        await conn.close()
+    return row
 
 
 async def pause(database_url: str, reason: str | None, actor: str = CLI_ACTOR) -> str:

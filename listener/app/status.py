@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,8 +42,9 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-async def read_status(database_url: str) -> StatusReport:
-    """Reads counts, in-flight rows, the oldest pending row and leases; raises StatusUnavailable."""
+@asynccontextmanager
+async def operator_connection(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection for an operator's command; StatusUnavailable, in one line, when it cannot be used."""
     safe_url = redact_url(database_url)
     for secret in url_secrets(database_url):
         register_secret(secret)
@@ -50,17 +53,24 @@ async def read_status(database_url: str) -> StatusReport:
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StatusUnavailable(f"cannot reach the database at {safe_url}: {_reason(exc)}") from exc
     try:
-        counts = await conn.fetch(query("status_counts"))
-        in_flight = await conn.fetch(query("status_in_flight"), IN_FLIGHT_SHOWN)
-        oldest = await conn.fetchrow(query("status_oldest_pending"))
-        leases = await conn.fetch(query("status_leases"))
-        paused = await conn.fetchrow(query("claims_paused"))
+        yield conn
     except asyncpg.UndefinedTableError as exc:
         raise StatusUnavailable(f"{safe_url} has no listener tables yet; run `listener migrate`") from exc
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise StatusUnavailable(f"reading {safe_url} failed: {_reason(exc)}") from exc
     finally:
         await conn.close()
+
+
+async def read_status(database_url: str) -> StatusReport:
+    """Reads counts, in-flight rows, the oldest pending row and leases; raises StatusUnavailable."""
+    async with operator_connection(database_url) as conn:
+        counts = await conn.fetch(query("status_counts"))
+        in_flight = await conn.fetch(query("status_in_flight"), IN_FLIGHT_SHOWN)
+        oldest = await conn.fetchrow(query("status_oldest_pending"))
+        leases = await conn.fetch(query("status_leases"))
+        paused = await conn.fetchrow(query("claims_paused"))
+    safe_url = redact_url(database_url)
     owned = dict.fromkeys(STATUSES, 0) | {r["status"]: r["owned"] for r in counts if r["owned"]}
     return StatusReport(
         database=safe_url,
